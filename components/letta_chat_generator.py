@@ -1,0 +1,325 @@
+"""
+Sends the new turn of a chat to a Letta agent and streams the answer back as Haystack `StreamingChunk`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from haystack import component, default_from_dict, default_to_dict, logging
+from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk, select_streaming_callback
+from haystack.utils import Secret, deserialize_secrets_inplace
+from letta_client import omit
+
+from components.stream_adapter import ESCAPED_TOKEN_AGENT_TYPES, LettaEventTranslator
+from letta_hayhooks.errors import OpenAIError, from_letta_exception
+from letta_hayhooks.letta_clients import LettaConnection, async_client
+
+logger = logging.getLogger(__name__)
+
+StreamingCallback = Callable[[StreamingChunk], Awaitable[None] | None]
+EventObserver = Callable[[dict[str, Any]], None]
+
+DEFAULT_CONVERSATION = "default"
+
+
+@component
+class LettaChatGenerator:
+    """
+    Sends a turn to a Letta agent with letta-client's async client and streams the answer.
+
+    Takes the agent, the conversation (`"default"` is the agent's own thread), the Letta `messages` of the new
+    turn (user messages with their `otid`s, or an approval carrying tool results), optional `client_tools` and
+    `override_system`; gives `replies`: one assistant `ChatMessage` whose `meta` holds `finish_reason`,
+    `stop_reason`, `usage` and `run_id`. Each Letta event becomes `StreamingChunk`s passed to the per-request
+    `streaming_callback`: content, `reasoning`, client tool-call deltas, and a last chunk with the finish reason.
+    A failed turn raises an `OpenAIError`; it is never disguised as assistant text.
+
+    ### Usage example
+    ```python
+    gen = LettaChatGenerator(base_url="http://localhost:8283")
+    out = gen.run(agent_id="agent-...", messages=[{"role": "user", "content": "hi", "otid": "..."}])
+    out["replies"][0].text
+    ```
+    """
+
+    def __init__(  # noqa: PLR0913
+        self,
+        base_url: str = "http://localhost:8283",
+        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),  # noqa: B008
+        *,
+        project: str | None = None,
+        timeout: float = 300.0,
+        connect_timeout: float = 5.0,
+        stream_tokens: bool = True,
+        include_pings: bool = True,
+        streaming_callback: StreamingCallback | None = None,
+    ) -> None:
+        """
+        Create the generator.
+
+        :param base_url: The Letta server.
+        :param api_key: Letta API key (optional for a self-hosted server).
+        :param project: Letta Cloud project, if any.
+        :param timeout: Read timeout for Letta calls, in seconds (between stream events).
+        :param connect_timeout: Connect timeout, in seconds.
+        :param stream_tokens: Ask Letta for token deltas when streaming (else one event per step).
+        :param include_pings: Ask Letta for keepalive pings, so long tool steps don't trip idle timeouts.
+        :param streaming_callback: Default callback; a callback given to `run` wins.
+        """
+        self.base_url = base_url
+        self.api_key = api_key
+        self.project = project
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.stream_tokens = stream_tokens
+        self.include_pings = include_pings
+        self.streaming_callback = streaming_callback
+
+    @property
+    def connection(self) -> LettaConnection:
+        """The Letta connection this generator uses."""
+        return LettaConnection(self.base_url, self.api_key.resolve_value(), self.project, self.timeout,
+                               self.connect_timeout)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize this component (the callback is not serialized)."""
+        return default_to_dict(
+            self,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            project=self.project,
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+            stream_tokens=self.stream_tokens,
+            include_pings=self.include_pings,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LettaChatGenerator:
+        """Deserialize this component."""
+        deserialize_secrets_inplace(data["init_parameters"], keys=["api_key"])
+        return default_from_dict(cls, data)
+
+    @component.output_types(replies=list[ChatMessage])
+    def run(  # noqa: PLR0913
+        self,
+        agent_id: str,
+        messages: list[dict[str, Any]],
+        conversation_id: str = DEFAULT_CONVERSATION,
+        agent_type: str = "",
+        client_tools: list[dict[str, Any]] | None = None,
+        override_system: str | None = None,
+        replay: list[dict[str, Any]] | None = None,
+        stream: bool = False,
+        ephemeral: bool = False,
+        event_observer: EventObserver | None = None,
+        streaming_callback: StreamingCallback | None = None,
+    ) -> dict[str, Any]:
+        """
+        Blocking twin of `run_async` (runs it on a private event loop).
+
+        :param agent_id: The Letta agent.
+        :param messages: Letta messages of the new turn.
+        :param conversation_id: Letta conversation id, or `"default"` for the agent's own thread.
+        :param agent_type: The agent's type; legacy types stream JSON-escaped text that is decoded here.
+        :param client_tools: Client-side tools for this request only (`{name, description, parameters}`).
+        :param override_system: A system prompt replacing the compiled one for this request.
+        :param replay: Letta messages already in the conversation to answer with instead of a new turn.
+        :param stream: Ask for token deltas (when `stream_tokens` is on).
+        :param ephemeral: Delete the conversation after the turn (a throwaway transcript replay).
+        :param event_observer: Called with every raw Letta event (debug tracing).
+        :param streaming_callback: Called with every `StreamingChunk`.
+        :returns: `{"replies": [ChatMessage]}`.
+        """
+        callback = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=False)
+        return asyncio.run(
+            self.run_async(
+                agent_id=agent_id,
+                messages=messages,
+                conversation_id=conversation_id,
+                agent_type=agent_type,
+                client_tools=client_tools,
+                override_system=override_system,
+                replay=replay,
+                stream=stream,
+                ephemeral=ephemeral,
+                event_observer=event_observer,
+                streaming_callback=callback,
+            )
+        )
+
+    @component.output_types(replies=list[ChatMessage])
+    async def run_async(  # noqa: PLR0913
+        self,
+        agent_id: str,
+        messages: list[dict[str, Any]],
+        conversation_id: str = DEFAULT_CONVERSATION,
+        agent_type: str = "",
+        client_tools: list[dict[str, Any]] | None = None,
+        override_system: str | None = None,
+        replay: list[dict[str, Any]] | None = None,
+        stream: bool = False,
+        ephemeral: bool = False,
+        event_observer: EventObserver | None = None,
+        streaming_callback: StreamingCallback | None = None,
+    ) -> dict[str, Any]:
+        """
+        Send the turn and stream the answer.
+
+        :param agent_id: The Letta agent.
+        :param messages: Letta messages of the new turn.
+        :param conversation_id: Letta conversation id, or `"default"` for the agent's own thread.
+        :param agent_type: The agent's type; legacy types stream JSON-escaped text that is decoded here.
+        :param client_tools: Client-side tools for this request only (`{name, description, parameters}`).
+        :param override_system: A system prompt replacing the compiled one for this request.
+        :param replay: Letta messages already in the conversation to answer with instead of a new turn.
+        :param stream: Ask for token deltas (when `stream_tokens` is on).
+        :param ephemeral: Delete the conversation after the turn (a throwaway transcript replay).
+        :param event_observer: Called with every raw Letta event (debug tracing).
+        :param streaming_callback: Called with every `StreamingChunk`.
+        :returns: `{"replies": [ChatMessage]}`.
+        :raises OpenAIError: when Letta fails or the agent stops with an error.
+        """
+        callback = streaming_callback or self.streaming_callback
+        tokens = bool(stream and self.stream_tokens)
+        translator = LettaEventTranslator(
+            escaped_text=tokens and agent_type in ESCAPED_TOKEN_AGENT_TYPES and replay is None,
+            client_tool_names={tool["name"] for tool in client_tools or []},
+            component_info=ComponentInfo.from_component(self),
+        )
+
+        async def emit(chunks: list[StreamingChunk]) -> None:
+            if callback is None:
+                return
+            for chunk in chunks:
+                result = callback(chunk)
+                if inspect.isawaitable(result):
+                    await result
+
+        try:
+            if replay is not None:
+                for event in _replay_events(replay):
+                    await emit(translator.feed(event))
+            else:
+                await self._stream_turn(
+                    translator,
+                    emit,
+                    event_observer,
+                    agent_id=agent_id,
+                    conversation_id=conversation_id,
+                    messages=messages,
+                    client_tools=client_tools,
+                    override_system=override_system,
+                    stream_tokens=tokens,
+                )
+        finally:
+            if ephemeral and conversation_id != DEFAULT_CONVERSATION:
+                await asyncio.shield(self._delete_conversation(conversation_id))
+
+        final_chunks = translator.finish()
+        outcome = translator.outcome
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.server_approval is not None:
+            raise OpenAIError(
+                409,
+                f"The agent is waiting for approval to run its own tool '{outcome.server_approval}'. "
+                "Approve or deny it in Letta; this API can only return client tools.",
+                type="conflict_error",
+                code="server_tool_approval_required",
+            )
+        await emit(final_chunks)
+        return {
+            "replies": [
+                translator.reply(meta={"agent_id": agent_id, "conversation_id": conversation_id, "replayed": replay
+                                       is not None})
+            ]
+        }
+
+    async def _stream_turn(  # noqa: PLR0913
+        self,
+        translator: LettaEventTranslator,
+        emit: Callable[[list[StreamingChunk]], Awaitable[None]],
+        event_observer: EventObserver | None,
+        *,
+        agent_id: str,
+        conversation_id: str,
+        messages: list[dict[str, Any]],
+        client_tools: list[dict[str, Any]] | None,
+        override_system: str | None,
+        stream_tokens: bool,
+    ) -> None:
+        client = async_client(self.connection)
+        stream = None
+        finished = False
+        try:
+            stream = await client.conversations.messages.create(
+                conversation_id,
+                agent_id=agent_id if conversation_id == DEFAULT_CONVERSATION else omit,
+                messages=messages,  # type: ignore[arg-type]
+                streaming=True,
+                stream_tokens=stream_tokens,
+                include_pings=self.include_pings,
+                client_tools=client_tools if client_tools else omit,  # type: ignore[arg-type]
+                override_system=override_system if override_system else omit,
+            )
+            async for event in stream:
+                if event_observer is not None:
+                    event_observer(event.model_dump(mode="json", exclude_none=True))
+                await emit(translator.feed(event))
+            finished = True
+        except OpenAIError:
+            raise
+        except asyncio.CancelledError:
+            # the client went away or the turn timed out: stop the Letta run too, not only our reading of it
+            await asyncio.shield(self._cancel_run(agent_id, conversation_id, translator.outcome.run_id))
+            raise
+        except Exception as exc:
+            translator.outcome.error = from_letta_exception(exc)
+            logger.warning("Letta turn failed for agent {agent_id}: {error}", agent_id=agent_id, error=repr(exc))
+        finally:
+            if stream is not None and not finished:
+                await asyncio.shield(_close_quietly(stream))
+        if translator.outcome.stop_reason is None and translator.outcome.error is None:
+            translator.outcome.error = from_letta_exception(ConnectionError("Letta ended the stream early"))
+
+    async def _delete_conversation(self, conversation_id: str) -> None:
+        try:
+            await async_client(self.connection).conversations.delete(conversation_id)
+        except Exception as exc:  # noqa: BLE001 - a leftover throwaway conversation is harmless
+            logger.warning("Could not delete conversation {conversation_id}: {error}", conversation_id=conversation_id,
+                           error=repr(exc))
+
+    async def _cancel_run(self, agent_id: str, conversation_id: str, run_id: str | None) -> None:
+        client = async_client(self.connection)
+        try:
+            await asyncio.wait_for(
+                client.conversations.cancel(
+                    conversation_id, agent_id=agent_id if conversation_id == DEFAULT_CONVERSATION else omit
+                ),
+                timeout=5,
+            )
+            logger.info("Cancelled Letta run {run_id} in {conversation_id}", run_id=run_id,
+                        conversation_id=conversation_id)
+        except Exception as exc:  # noqa: BLE001 - cancellation is best effort
+            logger.warning("Could not cancel Letta run {run_id}: {error}", run_id=run_id, error=repr(exc))
+
+
+async def _close_quietly(stream: Any) -> None:
+    try:
+        await stream.close()
+    except Exception:  # noqa: BLE001, S110 - the stream is already broken or closed
+        pass
+
+
+def _replay_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored Letta messages of an earlier turn, plus the stop reason that turn ended with."""
+    events = list(messages)
+    last = events[-1]["message_type"] if events else None
+    stop = "requires_approval" if last == "approval_request_message" else "end_turn"
+    events.append({"message_type": "stop_reason", "stop_reason": stop})
+    return events

@@ -1,0 +1,299 @@
+"""
+The client's system prompt as a read-only Letta memory block scoped to one session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from haystack import component, default_from_dict, default_to_dict, logging
+from haystack.utils import Secret, deserialize_secrets_inplace
+from letta_client import omit
+
+from letta_hayhooks.letta_clients import LettaConnection, async_client
+
+logger = logging.getLogger(__name__)
+
+OVERLAY_TAG = "letta-hayhooks-overlay"
+# Letta caps block labels at 50 characters: prefix (14) + 32-hex session digest.
+LABEL_PREFIX = "client_prompt_"
+_DESCRIPTION = (
+    "The system prompt sent by the user's chat application for this conversation. Follow it together with your "
+    "persona and memory. It is read-only."
+)
+# Touch a block's last-use stamp at most this often, so reuse keeps it away from garbage collection cheaply.
+_TOUCH_SECONDS = 3600.0
+
+
+def normalize_prompt(text: str) -> str:
+    """Remove NULs and normalise newlines (Letta stores and renders LF-only text)."""
+    return text.replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def prompt_hash(text: str) -> str:
+    """The digest that decides whether the stored block must be rewritten."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def overlay_label(scope: str) -> str:
+    """The block label for a session scope (unique per agent and session)."""
+    return f"{LABEL_PREFIX}{scope}"
+
+
+def render_block(label: str, value: str) -> str:
+    """Render the overlay the way Letta renders a read-only memory block in the system prompt."""
+    return (
+        f"<{label}>\n<description>\n{_DESCRIPTION}\n</description>\n<metadata>\n- read_only=true\n"
+        f"- chars_current={len(value)}\n- chars_limit={max(len(value), 1)}\n</metadata>\n<value>\n{value}\n</value>\n"
+        f"</{label}>\n"
+    )
+
+
+def compose_system(compiled: str, label: str, value: str) -> str:
+    """The agent's compiled prompt with the overlay block added to its memory blocks."""
+    block = render_block(label, value)
+    marker = "</memory_blocks>"
+    at = compiled.rfind(marker)
+    if at < 0:
+        return f"{compiled}\n\n<memory_blocks>\n{block}</memory_blocks>"
+    return f"{compiled[:at]}{block}\n{compiled[at:]}"
+
+
+@dataclass
+class _StoredBlock:
+    block_id: str | None
+    digest: str | None
+    touched: float = 0.0
+
+
+@component
+class PromptOverlay:
+    """
+    Brings the client's system prompt to the agent for one session's turns only.
+
+    Takes the `agent_id`, `conversation_id`, `session_scope` and the client's `system_prompt` (None when it sent
+    none); gives `override_system`: the agent's own compiled prompt (persona and memory blocks intact) with the
+    client prompt added as a read-only memory block, or None.
+
+    The prompt is stored in Letta as a read-only block labelled `client_prompt_<scope>` that is never
+    attached to the agent, so other sessions and the agent's own blocks are never touched. The block is found
+    again by label after a restart, rewritten only when the prompt's hash changes, sized to its content, and
+    deleted when the client stops sending a prompt. If a block operation fails, the turn still carries the
+    prompt (in the request's system prompt only) and the failure is logged. If the agent's prompt cannot be
+    compiled, the turn goes through without the overlay.
+
+    ### Usage example
+    ```python
+    overlay = PromptOverlay(base_url="http://localhost:8283")
+    out = await overlay.run_async(agent_id="agent-...", conversation_id="conv-...", session_scope="abc",
+                                  system_prompt="You are terse.")
+    out["override_system"]
+    ```
+    """
+
+    def __init__(  # noqa: PLR0913
+        self,
+        base_url: str = "http://localhost:8283",
+        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),  # noqa: B008
+        *,
+        project: str | None = None,
+        timeout: float = 300.0,
+        connect_timeout: float = 5.0,
+        enabled: bool = True,
+        prompt_cache_seconds: float = 30.0,
+    ) -> None:
+        """
+        Create the overlay.
+
+        :param base_url: The Letta server.
+        :param api_key: Letta API key (optional for a self-hosted server).
+        :param project: Letta Cloud project, if any.
+        :param timeout: Read timeout for Letta calls, in seconds.
+        :param connect_timeout: Connect timeout, in seconds.
+        :param enabled: When False, client system prompts are ignored.
+        :param prompt_cache_seconds: How long the agent's compiled prompt is reused (0 recompiles every turn). A
+            turn in which the agent runs one of its own tools drops the cache, so its memory edits show at once.
+        """
+        self.base_url = base_url
+        self.api_key = api_key
+        self.project = project
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.enabled = enabled
+        self.prompt_cache_seconds = prompt_cache_seconds
+        self._blocks: dict[str, _StoredBlock] = {}
+        self._compiled: dict[tuple[str, str], tuple[float, str]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    @property
+    def connection(self) -> LettaConnection:
+        """The Letta connection this component uses."""
+        return LettaConnection(self.base_url, self.api_key.resolve_value(), self.project, self.timeout,
+                               self.connect_timeout)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize this component."""
+        return default_to_dict(
+            self,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            project=self.project,
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+            enabled=self.enabled,
+            prompt_cache_seconds=self.prompt_cache_seconds,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PromptOverlay:
+        """Deserialize this component."""
+        deserialize_secrets_inplace(data["init_parameters"], keys=["api_key"])
+        return default_from_dict(cls, data)
+
+    def invalidate(self, agent_id: str) -> None:
+        """Forget the agent's compiled prompts (its memory changed)."""
+        for key in [k for k in self._compiled if k[0] == agent_id]:
+            self._compiled.pop(key, None)
+
+    @component.output_types(override_system=str | None)
+    def run(
+        self,
+        agent_id: str,
+        conversation_id: str,
+        session_scope: str,
+        system_prompt: str | None = None,
+        ephemeral: bool = False,
+    ) -> dict[str, Any]:
+        """
+        Blocking twin of `run_async`.
+
+        :param agent_id: The Letta agent.
+        :param conversation_id: The session's conversation (`"default"` for the agent's own thread).
+        :param session_scope: The agent-scoped session digest.
+        :param system_prompt: The client's system prompt, or None.
+        :param ephemeral: A throwaway conversation: the prompt is applied but not stored.
+        :returns: `{"override_system": str | None}`.
+        """
+        return asyncio.run(self.run_async(agent_id, conversation_id, session_scope, system_prompt, ephemeral))
+
+    @component.output_types(override_system=str | None)
+    async def run_async(
+        self,
+        agent_id: str,
+        conversation_id: str,
+        session_scope: str,
+        system_prompt: str | None = None,
+        ephemeral: bool = False,
+    ) -> dict[str, Any]:
+        """
+        Store the session's prompt block and compose the request's system prompt.
+
+        :param agent_id: The Letta agent.
+        :param conversation_id: The session's conversation (`"default"` for the agent's own thread).
+        :param session_scope: The agent-scoped session digest.
+        :param system_prompt: The client's system prompt, or None.
+        :param ephemeral: A throwaway conversation: the prompt is applied but not stored.
+        :returns: `{"override_system": str | None}`.
+        """
+        label = overlay_label(session_scope)
+        if not self.enabled or not system_prompt or not system_prompt.strip():
+            if not ephemeral:
+                await self._drop(label)
+            return {"override_system": None}
+        value = normalize_prompt(system_prompt)
+        if not ephemeral:
+            await self._store(label, value, agent_id, session_scope)
+        compiled = await self._compiled_prompt(agent_id, conversation_id)
+        if compiled is None:
+            return {"override_system": None}
+        return {"override_system": compose_system(compiled, label, value)}
+
+    async def _store(self, label: str, value: str, agent_id: str, scope: str) -> None:
+        digest = prompt_hash(value)
+        lock = self._locks.setdefault(label, asyncio.Lock())
+        async with lock:
+            stored = self._blocks.get(label)
+            try:
+                if stored is None:
+                    stored = await self._find(label)
+                if stored.digest == digest:
+                    if time.time() - stored.touched > _TOUCH_SECONDS and stored.block_id:
+                        await self._write(stored, label, value, digest, agent_id, scope, value_changed=False)
+                else:
+                    await self._write(stored, label, value, digest, agent_id, scope, value_changed=True)
+                self._blocks[label] = stored
+            except Exception as exc:  # noqa: BLE001 - documented fallback: the prompt still reaches this turn
+                self._blocks.pop(label, None)
+                logger.warning("Could not store the system prompt block {label}: {error}", label=label,
+                               error=repr(exc))
+
+    async def _find(self, label: str) -> _StoredBlock:
+        client = async_client(self.connection)
+        page = await client.blocks.list(label=label, limit=5)
+        items = getattr(page, "items", page)
+        if not items:
+            return _StoredBlock(block_id=None, digest=None)
+        block = items[0]
+        meta = (block.metadata or {}).get("letta_hayhooks") or {}
+        for extra in items[1:]:  # never leave duplicates behind
+            await client.blocks.delete(extra.id)
+        return _StoredBlock(block_id=block.id, digest=meta.get("sha256"), touched=float(meta.get("last_used", 0)))
+
+    async def _write(  # noqa: PLR0913
+        self, stored: _StoredBlock, label: str, value: str, digest: str, agent_id: str, scope: str, *,
+        value_changed: bool,
+    ) -> None:
+        client = async_client(self.connection)
+        now = time.time()
+        metadata = {"letta_hayhooks": {"agent_id": agent_id, "session_scope": scope, "sha256": digest,
+                                       "last_used": now}}
+        if stored.block_id is None:
+            block = await client.blocks.create(
+                label=label, value=value, limit=max(len(value), 1), read_only=True, description=_DESCRIPTION,
+                metadata=metadata, tags=[OVERLAY_TAG],
+            )
+            stored.block_id = block.id
+        elif value_changed:
+            await client.blocks.update(stored.block_id, value=value, limit=max(len(value), 1), read_only=True,
+                                       metadata=metadata)
+        else:
+            await client.blocks.update(stored.block_id, metadata=metadata)
+        stored.digest = digest
+        stored.touched = now
+
+    async def _drop(self, label: str) -> None:
+        stored = self._blocks.get(label)
+        if stored is not None and stored.block_id is None:
+            return  # known to have no block
+        try:
+            if stored is None:
+                stored = await self._find(label)
+            if stored.block_id is not None:
+                await async_client(self.connection).blocks.delete(stored.block_id)
+                logger.info("Removed the system prompt block {label}", label=label)
+            self._blocks[label] = _StoredBlock(block_id=None, digest=None)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("Could not remove the system prompt block {label}: {error}", label=label, error=repr(exc))
+
+    async def _compiled_prompt(self, agent_id: str, conversation_id: str) -> str | None:
+        key = (agent_id, conversation_id)
+        cached = self._compiled.get(key)
+        if cached is not None and time.monotonic() - cached[0] < self.prompt_cache_seconds:
+            return cached[1]
+        client = async_client(self.connection)
+        try:
+            compiled = await client.conversations.recompile(
+                conversation_id, dry_run=True, agent_id=agent_id if conversation_id == "default" else omit
+            )
+        except Exception as exc:  # noqa: BLE001 - the turn goes on without the overlay
+            logger.warning("Could not compile the prompt of agent {agent_id}: {error}", agent_id=agent_id,
+                           error=repr(exc))
+            return None
+        if not isinstance(compiled, str) or not compiled:
+            return None
+        self._compiled[key] = (time.monotonic(), compiled)
+        return compiled

@@ -1,0 +1,225 @@
+"""
+OpenAI tools become Letta client-side tools for one request; `role: "tool"` results go back as tool returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from haystack import component, default_from_dict, default_to_dict, logging
+from haystack.utils import Secret, deserialize_secrets_inplace
+from letta_client import omit
+
+from components.session_resolver import chronological
+from letta_hayhooks.errors import from_letta_exception, invalid_request
+from letta_hayhooks.letta_clients import LettaConnection, async_client
+from letta_hayhooks.openai_request import message_text
+
+logger = logging.getLogger(__name__)
+
+# Recent history read to find the agent's pending tool calls.
+_PENDING_WINDOW = 20
+
+
+def tool_result_is_error(message: dict[str, Any]) -> bool:
+    """
+    Whether an OpenAI `role: "tool"` message reports a failure.
+
+    Markers understood: `"is_error": true` or `"status": "error"` on the message, content that is a JSON object with
+    an `"error"` key, or text starting with `Error:`.
+    """
+    if message.get("is_error") is True or message.get("status") == "error":
+        return True
+    text = message_text(message.get("content")).strip()
+    if text.lower().startswith("error:"):
+        return True
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return False
+        return isinstance(parsed, dict) and parsed.get("error") not in (None, False, "")
+    return False
+
+
+def pending_tool_calls(history: list[dict[str, Any]]) -> dict[str, str]:
+    """Tool call id -> name of the approval requests that no later message answered."""
+    pending: dict[str, str] = {}
+    for message in history:
+        kind = message.get("message_type")
+        if kind == "approval_request_message":
+            calls = message.get("tool_calls")
+            calls = calls if isinstance(calls, list) and calls else [message.get("tool_call")]
+            for call in calls:
+                if call and call.get("tool_call_id"):
+                    pending[call["tool_call_id"]] = call.get("name") or ""
+        elif kind in ("approval_response_message", "user_message", "tool_return_message"):
+            if kind == "tool_return_message":
+                pending.pop(message.get("tool_call_id"), None)
+            else:
+                pending.clear()
+    return pending
+
+
+@component
+class ToolSync:
+    """
+    Maps OpenAI `tools` to Letta client tools and `role: "tool"` results to a Letta approval with tool returns.
+
+    Takes the validated `tools` (`{name, description, parameters}`), `tool_choice` (`auto` / `none`), the trailing
+    OpenAI `tool_results`, the session's Letta `messages`, the `agent_id` and `conversation_id`. Gives
+    `client_tools` (for this request only; nothing is registered on the server and no agent is changed) and the
+    final Letta `messages`: the approval carrying the tool returns first, then any new user messages. A result for
+    a tool call the agent is not waiting on raises a 400.
+
+    ### Usage example
+    ```python
+    sync = ToolSync(base_url="http://localhost:8283")
+    out = await sync.run_async(tools=[{"name": "get_weather", "description": "", "parameters": {...}}],
+                               tool_choice="auto", tool_results=[], messages=[...], agent_id="agent-...",
+                               conversation_id="conv-...")
+    out["client_tools"]
+    ```
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://localhost:8283",
+        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),  # noqa: B008
+        *,
+        project: str | None = None,
+        timeout: float = 300.0,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        """
+        Create the component.
+
+        :param base_url: The Letta server.
+        :param api_key: Letta API key (optional for a self-hosted server).
+        :param project: Letta Cloud project, if any.
+        :param timeout: Read timeout for Letta calls, in seconds.
+        :param connect_timeout: Connect timeout, in seconds.
+        """
+        self.base_url = base_url
+        self.api_key = api_key
+        self.project = project
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+
+    @property
+    def connection(self) -> LettaConnection:
+        """The Letta connection this component uses."""
+        return LettaConnection(self.base_url, self.api_key.resolve_value(), self.project, self.timeout,
+                               self.connect_timeout)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize this component."""
+        return default_to_dict(
+            self,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            project=self.project,
+            timeout=self.timeout,
+            connect_timeout=self.connect_timeout,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToolSync:
+        """Deserialize this component."""
+        deserialize_secrets_inplace(data["init_parameters"], keys=["api_key"])
+        return default_from_dict(cls, data)
+
+    @component.output_types(client_tools=list[dict[str, Any]], messages=list[dict[str, Any]])
+    def run(  # noqa: PLR0913
+        self,
+        tools: list[dict[str, Any]],
+        tool_choice: str,
+        tool_results: list[dict[str, Any]],
+        messages: list[dict[str, Any]],
+        agent_id: str,
+        conversation_id: str,
+        ephemeral: bool = False,
+    ) -> dict[str, Any]:
+        """
+        Blocking twin of `run_async`.
+
+        :param tools: Validated client tools (`{name, description, parameters}`).
+        :param tool_choice: `auto` or `none`.
+        :param tool_results: Trailing OpenAI `role: "tool"` messages.
+        :param messages: Letta messages of the new turn (user messages).
+        :param agent_id: The Letta agent.
+        :param conversation_id: The session's conversation.
+        :param ephemeral: The conversation is a throwaway replay (tool results were replayed as text).
+        :returns: `client_tools` and the final Letta `messages`.
+        """
+        return asyncio.run(self.run_async(tools, tool_choice, tool_results, messages, agent_id, conversation_id,
+                                          ephemeral))
+
+    @component.output_types(client_tools=list[dict[str, Any]], messages=list[dict[str, Any]])
+    async def run_async(  # noqa: PLR0913
+        self,
+        tools: list[dict[str, Any]],
+        tool_choice: str,
+        tool_results: list[dict[str, Any]],
+        messages: list[dict[str, Any]],
+        agent_id: str,
+        conversation_id: str,
+        ephemeral: bool = False,
+    ) -> dict[str, Any]:
+        """
+        Build the client tools and the final Letta messages.
+
+        :param tools: Validated client tools (`{name, description, parameters}`).
+        :param tool_choice: `auto` or `none`.
+        :param tool_results: Trailing OpenAI `role: "tool"` messages.
+        :param messages: Letta messages of the new turn (user messages).
+        :param agent_id: The Letta agent.
+        :param conversation_id: The session's conversation.
+        :param ephemeral: The conversation is a throwaway replay (tool results were replayed as text).
+        :returns: `client_tools` and the final Letta `messages`.
+        :raises OpenAIError: 400 when a tool result answers no pending call.
+        """
+        client_tools = [] if tool_choice == "none" else [dict(tool) for tool in tools]
+        if not tool_results or ephemeral:
+            return {"client_tools": client_tools, "messages": messages}
+        pending = await self._pending(agent_id, conversation_id)
+        returns = []
+        seen: set[str] = set()
+        for result in tool_results:
+            call_id = result["tool_call_id"]
+            if call_id not in pending or call_id in seen:
+                raise invalid_request(
+                    f"tool_call_id '{call_id}' does not match a tool call the agent is waiting for "
+                    "(unknown or already answered).",
+                    param="messages",
+                    code="unknown_tool_call_id",
+                )
+            seen.add(call_id)
+            returns.append({
+                "type": "tool",
+                "tool_call_id": call_id,
+                "tool_return": message_text(result.get("content")),
+                "status": "error" if tool_result_is_error(result) else "success",
+            })
+        missing = set(pending) - seen
+        if missing:
+            logger.info("Tool calls {missing} get no result in this request", missing=sorted(missing))
+        approval = {"type": "approval", "approvals": returns}
+        return {"client_tools": client_tools, "messages": [approval, *messages]}
+
+    async def _pending(self, agent_id: str, conversation_id: str) -> dict[str, str]:
+        client = async_client(self.connection)
+        try:
+            page = await client.conversations.messages.list(
+                conversation_id,
+                agent_id=agent_id if conversation_id == "default" else omit,
+                order="desc",
+                limit=_PENDING_WINDOW,
+            )
+        except Exception as exc:
+            raise from_letta_exception(exc) from exc
+        history = chronological([m.model_dump(mode="json") for m in page.items],
+                                assume_ascending=conversation_id == "default")
+        return pending_tool_calls(history)

@@ -1,0 +1,173 @@
+"""
+Every served Letta agent as a model in Hayhooks' registry, kept in step with Letta by a background refresh.
+
+Each agent gets its own `AgentWrapper` (a Hayhooks pipeline wrapper with its own Haystack pipeline), registered
+under the agent's advertised model id, so Hayhooks' built-in `/v1/models` lists it and `/v1/chat/completions`
+answers for it. Agents created later are added and deleted ones removed without a restart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from fastapi_openai_compat import ChatCompletion
+from hayhooks import BasePipelineWrapper, log
+from hayhooks.server.pipelines.registry import registry as hayhooks_registry
+from starlette.datastructures import Headers
+
+from components.agent_router import AgentCatalog, AgentInfo, CatalogFilter
+from letta_hayhooks.chat_service import AgentChat, SharedState
+from letta_hayhooks.letta_clients import LettaConnection
+from letta_hayhooks.settings import Settings, get_settings
+
+# Garbage collection of stale system-prompt blocks runs at most this often.
+_GC_INTERVAL_SECONDS = 3600.0
+# Hayhooks registers the folder's own wrapper after its setup() returns; watch for it this long.
+_STARTUP_POLL_SECONDS = 30.0
+
+
+class AgentWrapper(BasePipelineWrapper):
+    """The Hayhooks wrapper of one Letta agent: a thin shell around its `AgentChat`."""
+
+    skip_mcp = True
+    skip_a2a = True
+
+    def __init__(self, chat: AgentChat) -> None:
+        super().__init__()
+        self.chat = chat
+        # Hayhooks normally sets these flags when it loads a wrapper from a folder; these wrappers are built here
+        self._is_run_chat_completion_async_implemented = True
+
+    def setup(self) -> None:
+        """The pipeline is built with the chat (one per agent)."""
+        self.pipeline = self.chat.pipeline
+
+    async def run_chat_completion_async(
+        self, model: str, messages: list[dict], body: dict, headers: Headers | None = None
+    ) -> ChatCompletion | AsyncGenerator:
+        """Answer a chat completion for this agent (stream or not)."""
+        return await self.chat.complete(model, messages, body, headers)
+
+
+class AgentModels:
+    """Keeps the registry's agent models equal to the agent catalogue."""
+
+    def __init__(self, settings: Settings, registry: Any = hayhooks_registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.shared = SharedState(settings)
+        self.connection = LettaConnection(settings.letta_base_url, settings.letta_api_key, settings.letta_project,
+                                          settings.letta_timeout, settings.letta_connect_timeout)
+        self.catalog = AgentCatalog.shared(
+            self.connection,
+            CatalogFilter(tuple(settings.agent_tags), settings.agent_name_regex, settings.hide_sleeptime_agents),
+            settings.refresh_interval,
+        )
+        self.wrappers: dict[str, AgentWrapper] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._hidden: list[tuple[str, Any]] = []
+        self._last_gc = 0.0
+
+    # ---- registry
+    def apply(self) -> None:
+        """Add, replace and remove registry entries so they match the catalogue."""
+        with self._lock:
+            wanted: dict[str, AgentInfo] = dict(self.catalog.agents)
+            for model_id, wrapper in list(self.wrappers.items()):
+                info = wanted.get(model_id)
+                if info is None or info.id != wrapper.chat.agent_id:
+                    self.registry.remove(model_id)
+                    del self.wrappers[model_id]
+                    log.info("Model '{}' removed (agent gone or renamed)", model_id)
+            for model_id, info in wanted.items():
+                if model_id in self.wrappers:
+                    continue
+                if self.registry.get(model_id) is not None:
+                    log.warning("Model id '{}' is taken by another pipeline; agent {} not served", model_id, info.id)
+                    continue
+                wrapper = AgentWrapper(AgentChat(self.settings, info.id, model_id, self.shared))
+                wrapper.setup()
+                self.registry.add(model_id, wrapper, metadata={"letta_agent_id": info.id, "created": info.created})
+                self.wrappers[model_id] = wrapper
+                log.info("Model '{}' -> Letta agent {}", model_id, info.id)
+            self._remove_hidden()
+
+    def refresh(self) -> bool:
+        """Refresh the catalogue from Letta (blocking) and apply it; False when Letta could not be listed."""
+        ok = self.catalog.refresh()
+        if ok:
+            self.apply()
+        return ok
+
+    def hide(self, name: str, wrapper: Any) -> None:
+        """Keep a non-agent pipeline (the folder's own wrapper) out of the model list once it is registered."""
+        self._hidden.append((name, wrapper))
+        self._remove_hidden()
+
+    def _remove_hidden(self) -> None:
+        for name, wrapper in list(self._hidden):
+            if self.registry.get(name) is wrapper:
+                self.registry.remove(name)
+                self._hidden.remove((name, wrapper))
+
+    # ---- background refresh
+    def start(self) -> None:
+        """Refresh now, then keep refreshing in a daemon thread every `refresh_interval` seconds."""
+        if self._thread is not None:
+            return
+        if not self.refresh():
+            log.warning("Letta is not reachable at start-up; models appear once it answers ({})",
+                        self.catalog.last_error)
+        self._thread = threading.Thread(target=self._loop, name="letta-hayhooks-refresh", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background refresh."""
+        self._stop.set()
+
+    def _loop(self) -> None:
+        started = time.monotonic()
+        next_refresh = started + self.settings.refresh_interval
+        while True:
+            # poll briefly at first so the folder wrapper leaves the model list right after Hayhooks registers it
+            startup = time.monotonic() - started < _STARTUP_POLL_SECONDS
+            timeout = 0.1 if startup else max(0.05, next_refresh - time.monotonic())
+            if self._stop.wait(timeout):
+                return
+            with self._lock:
+                self._remove_hidden()
+            if time.monotonic() >= next_refresh:
+                self.refresh()
+                next_refresh = time.monotonic() + self.settings.refresh_interval
+                if time.time() - self._last_gc > _GC_INTERVAL_SECONDS:
+                    self._last_gc = time.time()
+                    self.collect_garbage()
+
+    def collect_garbage(self) -> int:
+        """Delete system-prompt blocks unused for longer than the overlay TTL; returns how many."""
+        from letta_hayhooks.maintenance import delete_stale_overlays  # noqa: PLC0415 - only needed hourly
+
+        try:
+            return delete_stale_overlays(self.connection, self.settings.overlay_ttl_hours * 3600)
+        except Exception as exc:  # noqa: BLE001 - retried next hour
+            log.warning("Overlay garbage collection failed: {}", exc)
+            return 0
+
+
+_DEFAULT: AgentModels | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_models() -> AgentModels:
+    """The process-wide `AgentModels`, started on first use."""
+    global _DEFAULT  # noqa: PLW0603 - one registry per process, like Hayhooks' own
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = AgentModels(get_settings())
+            _DEFAULT.start()
+        return _DEFAULT

@@ -1,0 +1,307 @@
+"""
+The letta-hayhooks server: Hayhooks' app and OpenAI routes, plus what a production endpoint needs.
+
+Built with `hayhooks.create_app()` over the same `pipelines/` folder as `hayhooks run`, it adds:
+OpenAI error bodies for every failure, optional API keys, the deploy routes removed, `/health` that probes Letta,
+`/healthz` for liveness, a body-size limit, model resolution for raw agent ids and newly created agents, and an
+optional `/v1/letta/sessions` view. Hayhooks internals are not patched: everything is middleware and routes.
+
+Run it with `letta-hayhooks serve` (or `uvicorn --factory letta_hayhooks.app:create_server_app`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+# Hayhooks reads its settings when imported: set the defaults this server needs first (the environment wins).
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "false")
+os.environ.setdefault("HAYHOOKS_STARTUP_DEPLOY_STRATEGY", "sequential")
+os.environ.setdefault("HAYHOOKS_TRACING_ENABLED", "false")
+os.environ.setdefault("HAYHOOKS_PIPELINES_DIR", str(Path(__file__).resolve().parent.parent / "pipelines"))
+
+import httpx  # noqa: E402
+from fastapi import FastAPI, HTTPException, Request  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from hayhooks import create_app, log  # noqa: E402
+from hayhooks.server.routers import deploy_router, draw_router, undeploy_router  # noqa: E402
+from hayhooks.server.utils.deploy_utils import rebuild_openapi  # noqa: E402
+from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
+
+from letta_hayhooks import __version__  # noqa: E402
+from letta_hayhooks.agent_models import AgentModels, default_models  # noqa: E402
+from letta_hayhooks.errors import OpenAIError, invalid_request, model_not_found, too_large  # noqa: E402
+from letta_hayhooks.maintenance import list_sessions  # noqa: E402
+from letta_hayhooks.settings import Settings, get_settings  # noqa: E402
+
+ASGIApp = Callable[[MutableMapping[str, Any], Callable, Callable], Awaitable[None]]
+
+# Routes that stay open when API keys are required.
+OPEN_PATHS = frozenset({"/health", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+
+
+def error_body(status: int, message: str, *, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """An OpenAI error envelope for `status`."""
+    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def _json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _send_json(send: Callable, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    raw = json.dumps(body).encode()
+    head = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+    head += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": raw})
+
+
+def _header(scope: MutableMapping[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers") or []:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class ApiKeyMiddleware:
+    """Requires `Authorization: Bearer <key>` or `X-API-Key` on every route but the open ones."""
+
+    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in keys]
+
+    def _allowed(self, presented: str | None) -> bool:
+        if not presented:
+            return False
+        candidate = presented.encode()
+        # compare against every key in constant time; never log the presented value
+        return any(secrets.compare_digest(candidate, key) for key in self.keys)
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        auth = _header(scope, b"authorization") or ""
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+        if self._allowed(token) or self._allowed(_header(scope, b"x-api-key")):
+            await self.app(scope, receive, send)
+            return
+        message = "Missing API key." if not (token or _header(scope, b"x-api-key")) else "Invalid API key."
+        await _send_json(send, 401, error_body(401, message, code="invalid_api_key"),
+                         {"WWW-Authenticate": "Bearer"})
+
+
+class ChatRequestGate:
+    """
+    Checks chat requests before Hayhooks routes them.
+
+    It bounds the body size (413), turns malformed JSON into a 400, and resolves `model`: an advertised model id
+    passes, a raw agent id or an agent created since the last refresh is resolved through the catalogue (and the
+    body rewritten to the advertised id), anything else is a 404 `model_not_found`.
+    """
+
+    def __init__(self, app: ASGIApp, models: Callable[[], AgentModels], max_body_bytes: int) -> None:
+        self.app = app
+        self.models = models
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in CHAT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                error = too_large(f"The request body is larger than {self.max_body_bytes} bytes.")
+                await _send_json(send, 413, error.body())
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        raw = b"".join(chunks)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            await _send_json(send, 400, invalid_request("The request body is not valid JSON.").body())
+            return
+        if not isinstance(body, dict):
+            await _send_json(send, 400, invalid_request("The request body must be a JSON object.").body())
+            return
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            await _send_json(send, 400, invalid_request("'model' is required.", param="model").body())
+            return
+        resolved = await self._resolve(model)
+        if resolved is None:
+            await _send_json(send, 404, model_not_found(model).body())
+            return
+        if resolved != model:
+            body["model"] = resolved
+            raw = json.dumps(body).encode()
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [
+                (b"content-length", str(len(raw)).encode())
+            ]
+
+        delivered = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _resolve(self, model: str) -> str | None:
+        models = self.models()
+        if model in models.wrappers:
+            return model
+        try:
+            info = await models.catalog.resolve(model)
+        except OpenAIError:
+            return None
+        models.apply()
+        return info.model_id if info.model_id in models.wrappers else None
+
+
+def _remove_routes(app: FastAPI, routers: tuple[Any, ...]) -> None:
+    """Drop included routers (FastAPI keeps them as lazy entries holding `.original_router`)."""
+    paths = {route.path for router in routers for route in router.routes}
+    for route in list(app.router.routes):
+        if getattr(route, "original_router", None) in routers or getattr(route, "path", None) in paths:
+            app.router.routes.remove(route)
+    rebuild_openapi(app)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        headers = getattr(exc, "headers", None)
+        if isinstance(detail, dict) and isinstance(detail.get("error"), dict):
+            return _json_response(exc.status_code, detail, headers)
+        message = detail if isinstance(detail, str) else json.dumps(detail)
+        code = "model_not_found" if exc.status_code == 404 and "not found" in message.lower() else None
+        if exc.status_code == 500:
+            message = "Internal error in the proxy."
+        return _json_response(exc.status_code, error_body(exc.status_code, message, code=code), headers)
+
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(part) for part in first.get("loc", []) if part != "body"]
+        message = f"Invalid request: {first.get('msg', 'malformed body')}" + (f" at {'.'.join(loc)}" if loc else "")
+        return _json_response(400, error_body(400, message, param=".".join(loc) or None))
+
+    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.opt(exception=exc).error("Unhandled error")
+        return _json_response(500, error_body(500, "Internal error in the proxy.", code="internal_error"))
+
+    app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(HTTPException, http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, unexpected)
+
+
+async def probe_letta(settings: Settings) -> dict[str, Any]:
+    """Ask Letta's health route; report reachability, latency and version (never URLs or credentials)."""
+    started = time.perf_counter()
+    headers = {"Authorization": f"Bearer {settings.letta_api_key}"} if settings.letta_api_key else {}
+    try:
+        async with httpx.AsyncClient(timeout=settings.letta_connect_timeout) as client:
+            response = await client.get(f"{settings.letta_base_url}/v1/health/", headers=headers)
+        latency = round((time.perf_counter() - started) * 1000, 1)
+        if response.status_code != 200:
+            return {"reachable": False, "latency_ms": latency, "error": f"HTTP {response.status_code}"}
+        version = response.json().get("version") if "json" in response.headers.get("content-type", "") else None
+        return {"reachable": True, "latency_ms": latency, "version": version}
+    except (httpx.HTTPError, OSError, ValueError) as exc:
+        return {"reachable": False, "latency_ms": None, "error": type(exc).__name__}
+
+
+def create_server_app(settings: Settings | None = None, models: AgentModels | None = None) -> FastAPI:
+    """Build the server app (Hayhooks' app plus the production pieces)."""
+    settings = settings or get_settings()
+    app = create_app()
+    _remove_routes(app, (deploy_router, undeploy_router, draw_router))
+    _install_error_handlers(app)
+
+    def current_models() -> AgentModels:
+        return models or default_models()
+
+    hayhooks_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI):  # noqa: ANN202
+        async with hayhooks_lifespan(application):  # deploys pipelines/ (agent discovery starts there)
+            current_models().apply()
+            yield
+
+    app.router.lifespan_context = lifespan
+    app.state.letta_settings = settings
+
+    @app.get("/healthz", tags=["status"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/health", tags=["status"], summary="Readiness: probes Letta")
+    async def health() -> JSONResponse:
+        letta = await probe_letta(settings)
+        agent_models = current_models()
+        refreshed = agent_models.catalog.last_refresh
+        body = {
+            "status": "ok" if letta["reachable"] else "degraded",
+            "version": __version__,
+            "letta": letta,
+            "models": len(agent_models.wrappers),
+            "last_refresh": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(refreshed)) if refreshed else None,
+            "inflight_turns": agent_models.shared.load.inflight,
+        }
+        return _json_response(200 if letta["reachable"] else 503, body)
+
+    if settings.sessions_route:
+
+        @app.get("/v1/letta/sessions", tags=["operators"], summary="Proxy sessions of an agent")
+        async def sessions(model: str) -> JSONResponse:
+            agent_models = current_models()
+            try:
+                info = await agent_models.catalog.resolve(model)
+            except OpenAIError as error:
+                return _json_response(error.status, error.body())
+            rows = await list_sessions(agent_models.connection, info.id)
+            return _json_response(200, {"object": "list", "model": info.model_id, "agent_id": info.id, "data": rows})
+
+    # innermost, so Hayhooks' request-id and CORS middleware also wrap these answers
+    if settings.api_keys:
+        app.user_middleware.append(Middleware(ApiKeyMiddleware, keys=settings.api_keys))
+    app.user_middleware.append(
+        Middleware(ChatRequestGate, models=current_models, max_body_bytes=settings.max_body_bytes)
+    )
+    return app

@@ -1,0 +1,58 @@
+"""
+Operator views and housekeeping that read Letta directly: proxy sessions of an agent, stale overlay blocks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from components.prompt_overlay import OVERLAY_TAG, overlay_label
+from components.session_resolver import SUMMARY_PREFIX
+from letta_hayhooks.letta_clients import LettaConnection, async_client, sync_client
+
+
+def _meta(block: Any) -> dict[str, Any]:
+    return (getattr(block, "metadata", None) or {}).get("letta_hayhooks") or {}
+
+
+def delete_stale_overlays(connection: LettaConnection, max_age_seconds: float) -> int:
+    """Delete system-prompt blocks not used for `max_age_seconds`; returns how many were deleted."""
+    client = sync_client(connection)
+    now = time.time()
+    deleted = 0
+    for block in client.blocks.list(tags=[OVERLAY_TAG], limit=100):
+        last_used = float(_meta(block).get("last_used") or 0)
+        if last_used == 0 and getattr(block, "updated_at", None) is not None:
+            last_used = block.updated_at.timestamp()
+        if now - last_used > max_age_seconds:
+            client.blocks.delete(block.id)
+            deleted += 1
+    return deleted
+
+
+async def list_sessions(connection: LettaConnection, agent_id: str) -> list[dict[str, Any]]:
+    """The proxy sessions of an agent: key, conversation id, overlay hash, last use."""
+    client = async_client(connection)
+    sessions = []
+    page = await client.conversations.list(agent_id=agent_id, summary_search=SUMMARY_PREFIX.strip(), limit=1000)
+    items = page if isinstance(page, list) else getattr(page, "items", page)
+    for conversation in items:
+        summary = conversation.summary or ""
+        if not summary.startswith(SUMMARY_PREFIX):
+            continue
+        scope, _, key = summary[len(SUMMARY_PREFIX):].partition(" ")
+        overlay = None
+        blocks = await client.blocks.list(label=overlay_label(scope), limit=1)
+        block_items = getattr(blocks, "items", blocks)
+        if block_items:
+            overlay = _meta(block_items[0]).get("sha256")
+        last = conversation.last_message_at or conversation.updated_at or conversation.created_at
+        sessions.append({
+            "session_key": key,
+            "session_scope": scope,
+            "conversation_id": conversation.id,
+            "overlay_sha256": overlay,
+            "last_used": last.isoformat() if last else None,
+        })
+    return sessions

@@ -1,0 +1,39 @@
+"""
+The pipelines folder entry of letta-hayhooks.
+
+Hayhooks loads this folder at start-up (`hayhooks run`, or the letta-hayhooks server). Its `setup()` discovers the
+Letta agents and registers one pipeline per agent under the agent's model id; a background refresh keeps that list
+in step with Letta. This folder's own wrapper is not a model: it takes itself out of the model list right after
+Hayhooks registers it.
+"""
+
+from fastapi_openai_compat import ChatCompletion
+from hayhooks import BasePipelineWrapper
+from starlette.datastructures import Headers
+
+from letta_hayhooks.agent_models import default_models
+from letta_hayhooks.chat_service import http_error
+from letta_hayhooks.errors import model_not_found
+
+# Hayhooks names a pipeline after its folder; this name is kept out of /v1/models.
+FOLDER_NAME = "letta_agents"
+
+
+class PipelineWrapper(BasePipelineWrapper):
+    """Starts agent discovery; every agent becomes its own registered pipeline."""
+
+    skip_mcp = True
+    skip_a2a = True
+
+    def setup(self) -> None:
+        """Discover the agents now and keep refreshing them in the background."""
+        models = default_models()
+        models.hide(FOLDER_NAME, self)
+        self.pipeline = None
+
+    async def run_chat_completion_async(
+        self, model: str, messages: list[dict], body: dict, headers: Headers | None = None
+    ) -> ChatCompletion:
+        """Never a model: answers like an unknown one."""
+        del messages, body, headers
+        raise http_error(model_not_found(model))
