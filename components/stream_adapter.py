@@ -113,11 +113,17 @@ class JsonStringDecoder:
             i += 2
         return "".join(out)
 
-    def flush(self) -> str:
-        """Return everything still held back (an incomplete escape is returned as the raw text)."""
+    def flush(self, *, cut_quote: bool = False) -> str:
+        r"""
+        Return everything still held back (an incomplete escape is returned as the raw text).
+
+        :param cut_quote: Read a lone trailing backslash as an escaped quote. Letta's extraction of `send_message`
+            arguments drops the closing `"` of the JSON string; when the text itself ends with `\"`, that leaves
+            a lone `\`, which valid JSON string content can never end with.
+        """
         out: list[str] = []
         self._emit_pending_surrogate(out)
-        out.append(self._pending)
+        out.append('"' if cut_quote and self._pending == "\\" else self._pending)
         self._pending = ""
         return "".join(out)
 
@@ -277,7 +283,7 @@ class LettaEventTranslator:
         msg_id = _get(event, "id")
         if msg_id != self._last_assistant_id:
             if self._content_decoder is not None:
-                chunks.extend(self._content_chunks(self._content_decoder.flush()))
+                chunks.extend(self._content_chunks(self._content_decoder.flush(cut_quote=True)))
             if self._last_assistant_id is not None and self._text:
                 # a second assistant message in the same turn: keep the two apart
                 chunks.extend(self._content_chunks("\n\n"))
@@ -402,7 +408,7 @@ class LettaEventTranslator:
     def _flush_decoders(self) -> list[StreamingChunk]:
         chunks = self._flush_reasoning()
         if self._content_decoder is not None:
-            chunks.extend(self._content_chunks(self._content_decoder.flush()))
+            chunks.extend(self._content_chunks(self._content_decoder.flush(cut_quote=True)))
         return chunks
 
 
@@ -492,6 +498,10 @@ class OpenAIChunkEncoder:
             out.extend(self._close_think())
             out.append(self._chunk({}, finish_reason=chunk.finish_reason))
         return out
+
+    def extra_delta(self, delta: dict[str, Any]) -> dict[str, Any]:
+        """A chunk with a custom delta (no content), e.g. the agent's tool activity for clients that read it."""
+        return self._chunk(dict(delta))
 
     def usage(self, usage: dict[str, Any] | None) -> dict[str, Any]:
         """The trailing usage chunk of `stream_options.include_usage` (empty `choices`)."""

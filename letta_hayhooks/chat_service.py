@@ -240,6 +240,17 @@ class AgentChat:
             return ChatCompletion(**completion)
         return self._replay_stream(reply, request, model, completion_id)
 
+    def _show_activity(self, activity: dict[str, Any], mode: str, encoder: OpenAIChunkEncoder) -> list[Any]:
+        """The agent's own tool activity, shown the way the request or the settings ask."""
+        if mode == "status":
+            return [_status_event(activity)]
+        if mode == "reasoning":
+            chunk = StreamingChunk(content="", index=0, reasoning=ReasoningContent(reasoning_text=_activity_line(activity)))
+            return [WireChunk.of(payload) for payload in encoder.encode(chunk)]
+        if mode == "delta":
+            return [WireChunk.of(encoder.extra_delta({"letta_tool_activity": activity}))]
+        return []
+
     async def _replay_stream(
         self, reply: ChatMessage, request: ChatRequest, model: str, completion_id: str
     ) -> AsyncGenerator:
@@ -310,6 +321,7 @@ class AgentChat:
         trace: DebugTrace,
     ) -> AsyncGenerator:
         encoder = OpenAIChunkEncoder(completion_id, model, think_tags=self.settings.think_tags)
+        mode = request.tool_activity or self.settings.tool_activity.value
         usage: dict[str, Any] | None = None
         server_tools = False
         failed: OpenAIError | None = None
@@ -322,8 +334,8 @@ class AgentChat:
                 activity = (chunk.meta or {}).get("tool_activity")
                 if activity is not None:
                     server_tools = True
-                    if self.settings.openwebui_status:
-                        yield _status_event(activity)
+                    for item in self._show_activity(activity, mode, encoder):
+                        yield item
                 if chunk.finish_reason is not None:
                     usage = (chunk.meta or {}).get("usage")
                 for payload in encoder.encode(chunk):
@@ -358,6 +370,13 @@ class AgentChat:
             trace.openai_chunk(payload)
             yield WireChunk.of(payload)
         yield WireChunk.of(DONE)
+
+
+def _activity_line(activity: dict[str, Any]) -> str:
+    name = activity.get("name") or "tool"
+    if activity.get("phase") == "call":
+        return f"[running {name}]\n"
+    return f"[{name}: {activity.get('status') or 'done'}]\n"
 
 
 async def _next(iterator: AsyncIterator[StreamingChunk], deadline: float) -> StreamingChunk | None:

@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from letta_hayhooks.errors import OpenAIError, invalid_request, too_large
+from letta_hayhooks.errors import invalid_request, too_large
 
+TOOL_ACTIVITY_MODES = frozenset({"none", "reasoning", "status", "delta"})
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _IMAGE_DATA_URL = re.compile(r"^data:(image/[A-Za-z0-9.+-]+);base64,(.*)$", re.S)
@@ -43,6 +44,7 @@ class ChatRequest:
     tools: list[dict[str, Any]]
     tool_choice: str
     user: str | None
+    tool_activity: str | None = None
 
 
 def message_text(content: Any) -> str:
@@ -226,6 +228,10 @@ def validate_chat_request(model: str, messages: Any, body: dict[str, Any], *, ma
         )
     tools = _check_tools(body)
     tool_choice = _check_tool_choice(body, tools)
+    tool_activity = body.get("letta_tool_activity")
+    if tool_activity is not None and tool_activity not in TOOL_ACTIVITY_MODES:
+        raise invalid_request(f"letta_tool_activity must be one of {sorted(TOOL_ACTIVITY_MODES)}.",
+                              param="letta_tool_activity")
     return ChatRequest(
         model=model,
         messages=messages,
@@ -236,6 +242,7 @@ def validate_chat_request(model: str, messages: Any, body: dict[str, Any], *, ma
         tools=tools,
         tool_choice=tool_choice,
         user=user,
+        tool_activity=tool_activity,
     )
 
 
@@ -275,8 +282,3 @@ def content_digest(content: Any) -> str:
     """A stable digest of a message content (string or parts)."""
     raw = content if isinstance(content, str) else json.dumps(content, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
-
-
-def raise_for(exc: OpenAIError) -> None:
-    """Raise `exc` (helper for expression contexts)."""
-    raise exc

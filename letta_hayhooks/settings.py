@@ -21,6 +21,15 @@ class SessionPolicy(str, Enum):
     EPHEMERAL = "ephemeral"  # a throwaway conversation that replays the client's transcript
 
 
+class ToolActivity(str, Enum):
+    """How a stream shows the agent's own (server-side) tool calls; they are never client tool calls."""
+
+    NONE = "none"  # not shown
+    REASONING = "reasoning"  # one line per call/return in reasoning_content
+    STATUS = "status"  # Open WebUI status events
+    DELTA = "delta"  # a `letta_tool_activity` object on the chunk's delta (for clients that know it)
+
+
 class Settings(BaseSettings):
     """Server configuration. Field aliases are the environment variable names."""
 
@@ -50,7 +59,7 @@ class Settings(BaseSettings):
     # --- streaming and clients
     stream_tokens: bool = Field(True, alias="LETTA_HAYHOOKS_STREAM_TOKENS")
     think_tags: bool = Field(False, alias="LETTA_HAYHOOKS_THINK_TAGS")
-    openwebui_status: bool = Field(False, alias="LETTA_HAYHOOKS_OPENWEBUI_STATUS")
+    tool_activity: ToolActivity = Field(ToolActivity.NONE, alias="LETTA_HAYHOOKS_TOOL_ACTIVITY")
 
     # --- security
     api_keys: Annotated[list[str], NoDecode] = Field(
