@@ -279,7 +279,11 @@ class LettaChatGenerator:
             await asyncio.shield(self._cancel_run(agent_id, conversation_id, translator.outcome.run_id))
             raise
         except Exception as exc:
-            translator.outcome.error = from_letta_exception(exc)
+            body = getattr(exc, "body", None)
+            if isinstance(body, dict) and body.get("message_type") == "error_message":
+                translator.feed(body)  # letta-client raises on the stream's `event: error` frame
+            if translator.outcome.error is None:
+                translator.outcome.error = from_letta_exception(exc)
             logger.warning("Letta turn failed for agent {agent_id}: {error}", agent_id=agent_id, error=repr(exc))
         finally:
             if stream is not None and not finished:

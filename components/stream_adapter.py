@@ -376,9 +376,10 @@ class LettaEventTranslator:
         return []
 
     def _on_error_message(self, event: Any) -> list[StreamingChunk]:
-        message = _get(event, "message") or _get(event, "detail") or "error"
-        error_type = _get(event, "error_type") or "letta_error"
-        self.outcome.error = upstream_error(f"Letta reported an error: {message}"[:500], code=str(error_type))
+        if self.outcome.error is None:  # the stop reason before it is more specific
+            message = _get(event, "message") or _get(event, "detail") or "error"
+            error_type = _get(event, "error_type") or "letta_error"
+            self.outcome.error = upstream_error(f"Letta reported an error: {message}"[:500], code=str(error_type))
         return []
 
     # ---- chunk builders
