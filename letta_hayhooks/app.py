@@ -12,19 +12,13 @@ Run it with `letta-hayhooks serve` (or `uvicorn --factory letta_hayhooks.app:cre
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-# Hayhooks reads its settings when imported: set the defaults this server needs first (the environment wins).
-os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "false")
-os.environ.setdefault("HAYHOOKS_STARTUP_DEPLOY_STRATEGY", "sequential")
-os.environ.setdefault("HAYHOOKS_TRACING_ENABLED", "false")
-os.environ.setdefault("HAYHOOKS_PIPELINES_DIR", str(Path(__file__).resolve().parent.parent / "pipelines"))
+import letta_hayhooks.hayhooks_env  # noqa: F401, I001 - must run before Hayhooks is imported
 
 import httpx  # noqa: E402
 from fastapi import FastAPI, HTTPException, Request  # noqa: E402

@@ -1,40 +1,99 @@
 """
-The `letta-hayhooks` command: run the server (with a local Letta when `LETTA_BASE_URL` is not set).
+The `letta-hayhooks` command: run the server, with a local Letta server when `LETTA_BASE_URL` is not set.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import sys
 
 import click
 
+from letta_hayhooks import __version__
+
+
+def _settings():  # noqa: ANN202 - imported lazily so --help stays fast
+    from letta_hayhooks.settings import SettingsError, get_settings  # noqa: PLC0415
+
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--host", default=None, help="Bind address (default: HAYHOOKS_HOST or localhost).")
-@click.option("--port", type=int, default=None, help="Port (default: HAYHOOKS_PORT or 1416).")
+@click.version_option(__version__, prog_name="letta-hayhooks")
 @click.pass_context
-def main(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Serve every Letta agent as an OpenAI-compatible model."""
+def main(ctx: click.Context) -> None:
+    """Serve every Letta agent as an OpenAI-compatible model (default command: serve)."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(serve, host=host, port=port)
+        ctx.invoke(serve)
 
 
 @main.command()
 @click.option("--host", default=None, help="Bind address (default: HAYHOOKS_HOST or localhost).")
 @click.option("--port", type=int, default=None, help="Port (default: HAYHOOKS_PORT or 1416).")
 def serve(host: str | None, port: int | None) -> None:
-    """Start the server."""
-    from letta_hayhooks.settings import SettingsError, get_settings  # noqa: PLC0415 - fast --help
+    """Start the server (local mode when LETTA_BASE_URL is not set)."""
+    settings = _settings()
+    import letta_hayhooks.hayhooks_env  # noqa: F401, PLC0415 - before Hayhooks reads its settings
+    from hayhooks.settings import settings as hayhooks_settings  # noqa: PLC0415
 
+    from letta_hayhooks.local_letta import LocalLettaError  # noqa: PLC0415
+    from letta_hayhooks.local_mode import LocalMode, is_local_mode  # noqa: PLC0415
+
+    host = host or hayhooks_settings.host
+    port = port or hayhooks_settings.port
+    local = LocalMode(settings) if is_local_mode(settings) else None
+    # SIGTERM ends the server like Ctrl-C does, so what local mode started is always stopped
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        get_settings()
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
-    from hayhooks import run_app  # noqa: PLC0415
+        if local is not None:
+            try:
+                state = local.start(proxy_port=port)
+            except LocalLettaError as exc:
+                raise click.ClickException(str(exc)) from None
+            os.environ["LETTA_BASE_URL"] = state.letta_url
+            from letta_hayhooks.settings import get_settings  # noqa: PLC0415
 
-    from letta_hayhooks.app import create_server_app  # noqa: PLC0415
+            get_settings.cache_clear()
+            settings = get_settings()
+            local.banner(state, f"http://{host}:{port}")
+        from hayhooks import run_app  # noqa: PLC0415
 
-    run_app(create_server_app(), host=host, port=port)
+        from letta_hayhooks.app import create_server_app  # noqa: PLC0415
+
+        run_app(create_server_app(settings), host=host, port=port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if local is not None:
+            local.stop()
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(as_json: bool) -> None:
+    """Show what local mode runs: the Letta URL, the data directory, the model."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.table import Table  # noqa: PLC0415
+
+    from letta_hayhooks.local_mode import status as local_status  # noqa: PLC0415
+
+    info = local_status(_settings())
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    table = Table(title="letta-hayhooks", show_header=False)
+    for key, value in info.items():
+        table.add_row(key, str(value))
+    Console().print(table)
 
 
 if __name__ == "__main__":

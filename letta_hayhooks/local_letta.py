@@ -108,7 +108,7 @@ class LettaVenv:
         """
         if self.installed():
             return
-        base_python = python or os.environ.get("LETTA_HAYHOOKS_LETTA_PYTHON") or sys.executable
+        base_python = python or sys.executable
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -33,7 +33,9 @@ class ToolActivity(str, Enum):
 class Settings(BaseSettings):
     """Server configuration. Field aliases are the environment variable names."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     # --- Letta backend
     letta_base_url: str = Field("http://localhost:8283", alias="LETTA_BASE_URL")
@@ -65,13 +67,12 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, alias="LETTA_HAYHOOKS_API_KEYS", repr=False
     )
-    admin_key: str | None = Field(None, alias="LETTA_HAYHOOKS_ADMIN_KEY", repr=False)
     max_body_bytes: int = Field(8 * 1_048_576, alias="LETTA_HAYHOOKS_MAX_BODY_BYTES", gt=0)
 
     # --- load management
     turn_timeout: float = Field(600.0, alias="LETTA_HAYHOOKS_TURN_TIMEOUT", gt=0)
-    max_inflight: int = Field(64, alias="LETTA_HAYHOOKS_MAX_INFLIGHT", gt=0)
-    max_inflight_per_agent: int = Field(16, alias="LETTA_HAYHOOKS_MAX_INFLIGHT_PER_AGENT", gt=0)
+    max_inflight: int = Field(128, alias="LETTA_HAYHOOKS_MAX_INFLIGHT", gt=0)
+    max_inflight_per_agent: int = Field(32, alias="LETTA_HAYHOOKS_MAX_INFLIGHT_PER_AGENT", gt=0)
     session_queue_depth: int = Field(8, alias="LETTA_HAYHOOKS_SESSION_QUEUE_DEPTH", ge=0)
     session_queue_wait: float = Field(120.0, alias="LETTA_HAYHOOKS_SESSION_QUEUE_WAIT", ge=0)
 
@@ -84,6 +85,7 @@ class Settings(BaseSettings):
     data_dir: str | None = Field(None, alias="LETTA_HAYHOOKS_DATA_DIR")
     local_letta_port: int = Field(8283, alias="LETTA_HAYHOOKS_LOCAL_LETTA_PORT", gt=0, lt=65536)
     local_model: str | None = Field(None, alias="LETTA_HAYHOOKS_LOCAL_MODEL")
+    letta_venv: str | None = Field(None, alias="LETTA_HAYHOOKS_LETTA_VENV")
 
     @field_validator("agent_tags", "api_keys", mode="before")
     @classmethod
