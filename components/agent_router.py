@@ -15,7 +15,7 @@ from haystack import component, default_from_dict, default_to_dict, logging
 from haystack.utils import Secret, deserialize_secrets_inplace
 
 from letta_hayhooks.errors import from_letta_exception, model_not_found
-from letta_hayhooks.letta_clients import LettaConnection, async_client, sync_client
+from letta_hayhooks.letta_clients import LettaConnection, all_items, all_items_async, async_client, sync_client
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class AgentCatalog:
         """Blocking refresh (background thread, start-up). Returns False when Letta could not be listed."""
         self.last_attempt = time.monotonic()
         try:
-            rows = [_row(agent) for agent in sync_client(self.connection).agents.list(limit=_PAGE_SIZE)]
+            rows = [_row(agent) for agent in all_items(sync_client(self.connection).agents.list, limit=_PAGE_SIZE)]
         except Exception as exc:  # noqa: BLE001 - any failure leaves the previous catalogue in place
             self._failed(exc)
             return False
@@ -137,7 +137,8 @@ class AgentCatalog:
         """Refresh from a request handler. Returns False when Letta could not be listed."""
         self.last_attempt = time.monotonic()
         try:
-            rows = [_row(agent) async for agent in async_client(self.connection).agents.list(limit=_PAGE_SIZE)]
+            agents = await all_items_async(async_client(self.connection).agents.list, limit=_PAGE_SIZE)
+            rows = [_row(agent) for agent in agents]
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
             return False

@@ -149,6 +149,10 @@ class ChatRequestGate:
         if not isinstance(body, dict):
             await _send_json(send, 400, invalid_request("The request body must be a JSON object.").body())
             return
+        if not isinstance(body.get("stream", False), bool):
+            # Hayhooks' request model would read "yes" as true: OpenAI takes only JSON booleans
+            await _send_json(send, 400, invalid_request("'stream' must be a boolean.", param="stream").body())
+            return
         model = body.get("model")
         if not isinstance(model, str) or not model:
             await _send_json(send, 400, invalid_request("'model' is required.", param="model").body())

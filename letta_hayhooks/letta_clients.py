@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from letta_client import AsyncLetta, Letta
@@ -67,3 +68,39 @@ def sync_client(connection: LettaConnection) -> Letta:
                 client = Letta(**connection._kwargs())
                 _SYNC_CLIENTS[connection] = client
     return client
+
+
+# Pages are followed by cursor; a server that ignores the cursor must not make us loop forever.
+_MAX_PAGES = 200
+
+
+def all_items(list_page: Any, *, limit: int = 100, **params: Any) -> list[Any]:
+    """Every item of a paginated list endpoint (blocking), following `after` cursors."""
+    items: list[Any] = []
+    seen: set[str] = set()
+    after = None
+    for _ in range(_MAX_PAGES):
+        page = list_page(limit=limit, **({"after": after} if after else {}), **params)
+        batch = [item for item in getattr(page, "items", page) if item.id not in seen]
+        items.extend(batch)
+        seen.update(item.id for item in batch)
+        if len(batch) < limit:
+            break
+        after = batch[-1].id
+    return items
+
+
+async def all_items_async(list_page: Any, *, limit: int = 100, **params: Any) -> list[Any]:
+    """Every item of a paginated list endpoint, following `after` cursors."""
+    items: list[Any] = []
+    seen: set[str] = set()
+    after = None
+    for _ in range(_MAX_PAGES):
+        page = await list_page(limit=limit, **({"after": after} if after else {}), **params)
+        batch = [item for item in getattr(page, "items", page) if item.id not in seen]
+        items.extend(batch)
+        seen.update(item.id for item in batch)
+        if len(batch) < limit:
+            break
+        after = batch[-1].id
+    return items

@@ -180,7 +180,7 @@ class LocalMode:
     def _ensure_demo_agent(self, embedding: str) -> None:
         assert self.letta is not None
         client = Letta(base_url=self.letta.base_url, timeout=60, max_retries=2)
-        if list(client.agents.list(name=DEMO_AGENT, limit=1)):
+        if client.agents.list(name=DEMO_AGENT, limit=1).items:
             return
         client.agents.create(
             name=DEMO_AGENT,

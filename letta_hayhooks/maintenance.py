@@ -9,7 +9,7 @@ from typing import Any
 
 from components.prompt_overlay import OVERLAY_TAG, overlay_label
 from components.session_resolver import SUMMARY_PREFIX
-from letta_hayhooks.letta_clients import LettaConnection, async_client, sync_client
+from letta_hayhooks.letta_clients import LettaConnection, all_items, async_client, sync_client
 
 
 def _meta(block: Any) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def delete_stale_overlays(connection: LettaConnection, max_age_seconds: float) -
     client = sync_client(connection)
     now = time.time()
     deleted = 0
-    for block in client.blocks.list(tags=[OVERLAY_TAG], limit=100):
+    for block in all_items(client.blocks.list, tags=[OVERLAY_TAG]):
         last_used = float(_meta(block).get("last_used") or 0)
         if last_used == 0 and getattr(block, "updated_at", None) is not None:
             last_used = block.updated_at.timestamp()

@@ -184,3 +184,13 @@ def wait_for_model(base_url: str, model: str, timeout: float = 15.0, headers: di
             return
         time.sleep(0.2)
     raise AssertionError(f"model {model} never appeared on {base_url}")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the fault suite's figures when it ran."""
+    module = sys.modules.get("tests.integration.test_faults")
+    if module is None or not module.FIGURES["requests"]:
+        return
+    terminalreporter.section("fault suite figures")
+    for name, value in module.FIGURES.items():
+        terminalreporter.write_line(f"{name}: {value}")
