@@ -162,6 +162,7 @@ class AgentCatalog:
                 self._background = asyncio.create_task(self.refresh_async())
             return info
         if time.monotonic() - self.last_attempt >= _MIN_MISS_REFRESH_SECONDS:
+            self.last_attempt = time.monotonic()
             refreshed = await self.refresh_async()
             if not refreshed and self.last_refresh is None:
                 raise from_letta_exception(ConnectionError(self.last_error))

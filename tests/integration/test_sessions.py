@@ -266,3 +266,19 @@ def test_system_prompt_over_the_limit_is_413(server: Server, agent) -> None:
         "model": agent.name, "messages": [{"role": "system", "content": huge}, {"role": "user", "content": "hi"}]})
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_stale_prompt_blocks_are_garbage_collected(letta_backend: Backend, server: Server, agent) -> None:
+    from letta_hayhooks.letta_clients import LettaConnection
+    from letta_hayhooks.maintenance import delete_stale_overlays
+
+    key = f"gc-{uuid.uuid4().hex}"
+    ask(sdk(server, key), agent.name, [{"role": "system", "content": "collect me"},
+                                       {"role": "user", "content": "hello"}])
+    label = overlay_label(session_digest(agent.id, key))
+    assert len(letta_backend.client.blocks.list(label=label).items) == 1
+    connection = LettaConnection(letta_backend.base_url)
+    assert delete_stale_overlays(connection, max_age_seconds=3600) == 0  # just used: kept
+    assert delete_stale_overlays(connection, max_age_seconds=-1) >= 1
+    assert letta_backend.client.blocks.list(label=label).items == []
+    assert {b.label for b in letta_backend.client.agents.blocks.list(agent.id)} == {"persona", "human"}

@@ -1,0 +1,203 @@
+"""LettaChatGenerator on recorded Letta event sequences, replayed through the same client call it makes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from haystack import Pipeline
+from haystack.dataclasses import StreamingChunk
+from haystack.utils import Secret
+
+import components.letta_chat_generator as generator_module
+from components import LettaChatGenerator
+from letta_hayhooks.errors import OpenAIError
+from tests.conftest import load_events
+
+
+class _Event(dict):
+    """A recorded event that also answers `model_dump` like the SDK's models."""
+
+    def __getattr__(self, name: str) -> Any:
+        return self.get(name)
+
+    def model_dump(self, **_: Any) -> dict:
+        return dict(self)
+
+
+class _Stream:
+    def __init__(self, events: list[dict]) -> None:
+        self.events = events
+        self.closed = False
+
+    def __aiter__(self):
+        return self._iterate()
+
+    async def _iterate(self):
+        for event in self.events:
+            if "_raises" in event:
+                import letta_client
+                import httpx
+
+                response = httpx.Response(event["status_code"], request=httpx.Request("POST", "http://letta"))
+                raise letta_client.APIStatusError("stream error", response=response, body=event["body"])
+            await asyncio.sleep(0)
+            yield _Event(event)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeClient:
+    """Records the message request and answers with a recorded stream."""
+
+    def __init__(self, events: list[dict]) -> None:
+        self.events = events
+        self.requests: list[dict] = []
+        self.deleted: list[str] = []
+        self.cancelled: list[str] = []
+        self.conversations = self
+        self.messages = self
+
+    async def create(self, conversation_id: str, **kwargs: Any) -> _Stream:
+        self.requests.append({"conversation_id": conversation_id, **kwargs})
+        return _Stream(self.events)
+
+    async def delete(self, conversation_id: str) -> None:
+        self.deleted.append(conversation_id)
+
+    async def cancel(self, conversation_id: str, **_: Any) -> dict:
+        self.cancelled.append(conversation_id)
+        return {}
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):
+    def install(name: str) -> FakeClient:
+        client = FakeClient(load_events(name))
+        monkeypatch.setattr(generator_module, "async_client", lambda _connection: client)
+        return client
+
+    return install
+
+
+def make() -> LettaChatGenerator:
+    return LettaChatGenerator(base_url="http://letta", api_key=Secret.from_token("k"))
+
+
+class TestInitAndSerialization:
+    def test_to_dict_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.delenv("LETTA_API_KEY", raising=False)
+        assert LettaChatGenerator().to_dict() == {
+            "type": "components.letta_chat_generator.LettaChatGenerator",
+            "init_parameters": {
+                "base_url": "http://localhost:8283",
+                "api_key": {"type": "env_var", "env_vars": ["LETTA_API_KEY"], "strict": False},
+                "project": None,
+                "timeout": 300.0,
+                "connect_timeout": 5.0,
+                "stream_tokens": True,
+                "include_pings": True,
+            },
+        }
+
+    def test_pipeline_round_trip(self) -> None:
+        pipeline = Pipeline()
+        pipeline.add_component("generator", LettaChatGenerator(base_url="http://letta:8283", stream_tokens=False))
+        restored = Pipeline.loads(pipeline.dumps()).get_component("generator")
+        assert restored.base_url == "http://letta:8283" and restored.stream_tokens is False
+
+    def test_token_secret_refuses_to_serialize(self) -> None:
+        with pytest.raises(ValueError, match="Cannot serialize token-based secret"):
+            make().to_dict()
+
+
+class TestRun:
+    async def test_stream_emits_chunks_and_returns_the_reply(self, fake) -> None:
+        client = fake("reasoning_tokens")
+        chunks: list[StreamingChunk] = []
+
+        async def collect(chunk: StreamingChunk) -> None:
+            chunks.append(chunk)
+
+        out = await make().run_async(agent_id="agent-1", messages=[{"role": "user", "content": "x", "otid": "o"}],
+                                     conversation_id="conv-1", stream=True, streaming_callback=collect)
+        reply = out["replies"][0]
+        assert reply.text == "You said: ponder this"
+        assert reply.reasoning.reasoning_text == "Thinking about: ponder this"
+        assert reply.meta["finish_reason"] == "stop" and reply.meta["usage"]["total_tokens"] == 730
+        assert reply.meta["conversation_id"] == "conv-1"
+        assert "".join(c.content for c in chunks) == "You said: ponder this"
+        assert chunks[-1].finish_reason == "stop"
+        request = client.requests[0]
+        assert request["stream_tokens"] is True and request["include_pings"] is True
+        assert request["messages"] == [{"role": "user", "content": "x", "otid": "o"}]
+
+    async def test_non_stream_asks_for_steps(self, fake) -> None:
+        client = fake("text_steps")
+        out = await make().run_async(agent_id="agent-1", messages=[{"role": "user", "content": "hi steps"}])
+        assert out["replies"][0].text == "You said: hi steps"
+        assert client.requests[0]["stream_tokens"] is False
+        assert client.requests[0]["agent_id"] == "agent-1"  # the default thread is addressed through the agent
+
+    async def test_legacy_agent_tokens_are_decoded(self, fake) -> None:
+        fake("legacy_escaped_tokens")
+        out = await make().run_async(agent_id="a", messages=[], agent_type="memgpt_v2_agent", stream=True)
+        assert out["replies"][0].text.endswith('café 😀 "quoted"')
+        assert 'print("a\\nb")  # C:\\new\\table' in out["replies"][0].text
+
+    async def test_client_tools_and_override_are_forwarded(self, fake) -> None:
+        client = fake("client_tool_tokens")
+        tools = [{"name": "get_weather", "description": "", "parameters": {"type": "object", "properties": {}}}]
+        out = await make().run_async(agent_id="a", messages=[], conversation_id="conv-9", client_tools=tools,
+                                     override_system="SYSTEM", stream=True)
+        assert out["replies"][0].tool_calls[0].tool_name == "get_weather"
+        assert out["replies"][0].meta["finish_reason"] == "tool_calls"
+        assert client.requests[0]["client_tools"] == tools and client.requests[0]["override_system"] == "SYSTEM"
+
+    async def test_llm_error_raises_an_openai_error(self, fake) -> None:
+        fake("llm_error_tokens")
+        with pytest.raises(OpenAIError) as failure:
+            await make().run_async(agent_id="a", messages=[], stream=True)
+        assert failure.value.status == 502 and failure.value.code == "llm_api_error"
+
+    async def test_server_tool_waiting_for_approval_is_a_conflict(self, fake) -> None:
+        fake("client_tool_tokens")
+        with pytest.raises(OpenAIError) as failure:
+            await make().run_async(agent_id="a", messages=[], stream=True)  # get_weather is not a client tool here
+        assert failure.value.status == 409 and failure.value.code == "server_tool_approval_required"
+
+    async def test_ephemeral_conversation_is_deleted(self, fake) -> None:
+        client = fake("text_tokens")
+        await make().run_async(agent_id="a", messages=[], conversation_id="conv-tmp", ephemeral=True)
+        assert client.deleted == ["conv-tmp"]
+
+    async def test_replay_answers_without_calling_letta(self, fake) -> None:
+        client = fake("text_tokens")
+        stored = [{"message_type": "assistant_message", "id": "m1", "content": "stored answer"}]
+        out = await make().run_async(agent_id="a", messages=[], replay=stored)
+        assert out["replies"][0].text == "stored answer" and out["replies"][0].meta["replayed"] is True
+        assert client.requests == []
+
+    async def test_cancellation_cancels_the_letta_run(self, fake, monkeypatch: pytest.MonkeyPatch) -> None:
+        client = fake("text_tokens")
+
+        async def never_ending(self):
+            await asyncio.sleep(3600)
+            yield
+
+        monkeypatch.setattr(_Stream, "_iterate", never_ending)
+        task = asyncio.create_task(make().run_async(agent_id="a", messages=[], conversation_id="conv-5"))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.05)
+        assert client.cancelled == ["conv-5"]
+
+    def test_sync_run_matches(self, fake) -> None:
+        fake("text_tokens")
+        seen: list[str] = []
+        out = make().run(agent_id="a", messages=[], stream=True, streaming_callback=lambda c: seen.append(c.content))
+        assert out["replies"][0].text == "You said: hello there" == "".join(seen)

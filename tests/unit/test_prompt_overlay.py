@@ -1,0 +1,39 @@
+"""The overlay block: its label, its rendering and where it goes in the agent's compiled prompt."""
+
+from __future__ import annotations
+
+from components import PromptOverlay
+from components.prompt_overlay import compose_system, normalize_prompt, overlay_label, prompt_hash, render_block
+from components.session_resolver import session_digest
+
+COMPILED = "<base_instructions>x</base_instructions>\n<memory_blocks>\n<persona>\np\n</persona>\n</memory_blocks>\n" \
+           "<memory_metadata>\n- AGENT_ID: a\n</memory_metadata>"
+
+
+def test_label_fits_letta_limit() -> None:
+    assert len(overlay_label(session_digest("agent-" + "0" * 36, "k" * 256))) <= 50
+
+
+def test_normalise() -> None:
+    assert normalize_prompt("a\r\nb\rc\x00d") == "a\nb\ncd"
+    assert prompt_hash("a") != prompt_hash("b")
+
+
+def test_block_goes_inside_memory_blocks_and_keeps_the_persona() -> None:
+    composed = compose_system(COMPILED, "client_prompt_x", "Be terse.")
+    blocks = composed[composed.index("<memory_blocks>"):composed.index("</memory_blocks>")]
+    assert "<persona>" in blocks and "<client_prompt_x>" in blocks and "Be terse." in blocks
+    assert "- read_only=true" in render_block("client_prompt_x", "Be terse.")
+    assert composed.endswith("</memory_metadata>")
+
+
+def test_prompt_without_memory_blocks_gets_one() -> None:
+    composed = compose_system("plain prompt", "client_prompt_x", "v")
+    assert composed.startswith("plain prompt") and composed.rstrip().endswith("</memory_blocks>")
+
+
+async def test_disabled_or_absent_prompt_gives_no_override() -> None:
+    overlay = PromptOverlay(base_url="http://127.0.0.1:9", enabled=False)
+    out = await overlay.run_async(agent_id="a", conversation_id="c", session_scope="s", system_prompt="x",
+                                  ephemeral=True)
+    assert out == {"override_system": None}
