@@ -304,7 +304,7 @@ class AgentChat:
             raise
         stream = self._sse(request, model, completion_id, handle, iterator, first, deadline, ticket, idem_key, trace)
         # a stream that is never iterated (client gone before the first byte) must still free its slots and run
-        weakref.finalize(stream, _abandon, ticket, handle)
+        weakref.finalize(stream, _abandon, ticket, handle, self.shared.idempotency, idem_key)
         return stream
 
     async def _sse(  # noqa: PLR0913, C901
@@ -390,8 +390,10 @@ async def _next(iterator: AsyncIterator[StreamingChunk], deadline: float) -> Str
         return None
 
 
-def _abandon(ticket: Ticket, handle: Any) -> None:
+def _abandon(ticket: Ticket, handle: Any, idempotency: IdempotencyStore, idem_key: str | None) -> None:
     ticket.release()
+    if idem_key is not None:
+        idempotency.fail(idem_key, OpenAIError(499, "The client closed the connection.", type="server_error"))
     with contextlib.suppress(RuntimeError):
         asyncio.get_running_loop().create_task(handle.aclose())
 

@@ -52,7 +52,9 @@ class IdempotencyStore:
 
     def fail(self, key: str, exc: BaseException) -> None:
         """Forget a failed attempt (waiters get the error, later retries run anew)."""
-        entry = self._entries.pop(key, None)
-        if entry is not None and not entry[1].done():
-            entry[1].set_exception(exc)
-            entry[1].exception()  # mark retrieved: nobody may be waiting
+        entry = self._entries.get(key)
+        if entry is None or entry[1].done():
+            return  # unknown, or already settled: a success stays recorded
+        del self._entries[key]
+        entry[1].set_exception(exc)
+        entry[1].exception()  # mark retrieved: nobody may be waiting

@@ -78,3 +78,12 @@ def test_redaction_keeps_structure_and_lengths() -> None:
     assert redacted == {"message_type": "assistant_message", "content": "<redacted 6 chars>",
                         "tool_call": {"arguments": "<redacted 8 chars>"}}
     assert redact(event, include_text=True) is event
+
+
+async def test_idempotency_success_survives_a_late_failure_report() -> None:
+    store = IdempotencyStore()
+    store.claim("k")
+    store.resolve("k", "answer")
+    store.fail("k", RuntimeError("late"))
+    owner, future = store.claim("k")
+    assert not owner and await future == "answer"
