@@ -61,7 +61,7 @@ _err_console: Console | None = None
 
 def get_console() -> Console:
     """The stdout console (created on first use)."""
-    global _console
+    global _console  # noqa: PLW0603 - one lazily created console per process
     if _console is None:
         _console = Console()
     return _console
@@ -69,7 +69,7 @@ def get_console() -> Console:
 
 def get_err_console() -> Console:
     """The stderr console for errors, spinners and status lines (created on first use)."""
-    global _err_console
+    global _err_console  # noqa: PLW0603 - one lazily created console per process
     if _err_console is None:
         _err_console = Console(stderr=True)
     return _err_console
@@ -254,7 +254,9 @@ def unknown_model_error(state: AppState, model: str, ids: list[str] | None = Non
     return click.ClickException(f"unknown model '{model}'. {hint}")
 
 
-def translate_error(exc: Exception, state: AppState, model: str | None = None) -> click.ClickException:
+def translate_error(  # noqa: PLR0911 - one message per kind of failure
+    exc: Exception, state: AppState, model: str | None = None
+) -> click.ClickException:
     """Turn an SDK or HTTP failure into a one-line message with a hint."""
     if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
         return click.ClickException(f"letta-hayhooks at {state.base_url} did not answer in time.")
@@ -701,7 +703,7 @@ def _input_reader(history: Path) -> Callable[[str], str]:
         if not history.exists():
             os.close(os.open(history, os.O_WRONLY | os.O_CREAT, 0o600))  # typed text may be private
         session: PromptSession[str] = PromptSession(history=FileHistory(str(history)))
-        return lambda prompt: session.prompt(prompt)
+        return session.prompt
     return lambda _prompt: input()
 
 

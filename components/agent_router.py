@@ -93,13 +93,13 @@ class AgentCatalog:
     _background: asyncio.Task | None = field(default=None, repr=False)
 
     @classmethod
-    def shared(cls, connection: LettaConnection, filter: CatalogFilter, ttl: float) -> AgentCatalog:  # noqa: A002
+    def shared(cls, connection: LettaConnection, agent_filter: CatalogFilter, ttl: float) -> AgentCatalog:
         """The process-wide catalogue for this backend and filter."""
-        key = (connection, filter)
+        key = (connection, agent_filter)
         with _SHARED_LOCK:
             catalog = _SHARED.get(key)
             if catalog is None:
-                catalog = cls(connection=connection, filter=filter, ttl=ttl)
+                catalog = cls(connection=connection, filter=agent_filter, ttl=ttl)
                 _SHARED[key] = catalog
             catalog.ttl = min(catalog.ttl, ttl)
             return catalog
@@ -206,10 +206,10 @@ class AgentRouter:
     ```
     """
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         base_url: str = "http://localhost:8283",
-        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),  # noqa: B008
+        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),
         *,
         project: str | None = None,
         timeout: float = 300.0,

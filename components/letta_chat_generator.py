@@ -5,6 +5,7 @@ Sends the new turn of a chat to a Letta agent and streams the answer back as Hay
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -46,10 +47,10 @@ class LettaChatGenerator:
     ```
     """
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         base_url: str = "http://localhost:8283",
-        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),  # noqa: B008
+        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),
         *,
         project: str | None = None,
         timeout: float = 300.0,
@@ -105,7 +106,7 @@ class LettaChatGenerator:
         return default_from_dict(cls, data)
 
     @component.output_types(replies=list[ChatMessage])
-    def run(  # noqa: PLR0913
+    def run(
         self,
         agent_id: str,
         messages: list[dict[str, Any]],
@@ -153,7 +154,7 @@ class LettaChatGenerator:
         )
 
     @component.output_types(replies=list[ChatMessage])
-    async def run_async(  # noqa: PLR0913
+    async def run_async(
         self,
         agent_id: str,
         messages: list[dict[str, Any]],
@@ -240,7 +241,7 @@ class LettaChatGenerator:
             ]
         }
 
-    async def _stream_turn(  # noqa: PLR0913
+    async def _stream_turn(
         self,
         translator: LettaEventTranslator,
         emit: Callable[[list[StreamingChunk]], Awaitable[None]],
@@ -278,7 +279,7 @@ class LettaChatGenerator:
             # the client went away or the turn timed out: stop the Letta run too, not only our reading of it
             await asyncio.shield(self._cancel_run(agent_id, conversation_id, translator.outcome.run_id))
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every Letta failure becomes the turn's error
             body = getattr(exc, "body", None)
             if isinstance(body, dict) and body.get("message_type") == "error_message":
                 translator.feed(body)  # letta-client raises on the stream's `event: error` frame
@@ -314,10 +315,8 @@ class LettaChatGenerator:
 
 
 async def _close_quietly(stream: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):  # the stream is already broken or closed
         await stream.close()
-    except Exception:  # noqa: BLE001, S110 - the stream is already broken or closed
-        pass
 
 
 def _replay_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -95,10 +95,10 @@ class PromptOverlay:
     ```
     """
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         base_url: str = "http://localhost:8283",
-        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),  # noqa: B008
+        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),
         *,
         project: str | None = None,
         timeout: float = 300.0,
@@ -243,7 +243,7 @@ class PromptOverlay:
             await client.blocks.delete(extra.id)
         return _StoredBlock(block_id=block.id, digest=meta.get("sha256"), touched=float(meta.get("last_used", 0)))
 
-    async def _write(  # noqa: PLR0913
+    async def _write(
         self, stored: _StoredBlock, label: str, value: str, digest: str, agent_id: str, scope: str, *,
         value_changed: bool,
     ) -> None:

@@ -46,11 +46,11 @@ def check_session_key(key: str | None) -> str | None:
     if not key:
         return None
     if len(key) > MAX_SESSION_KEY_CHARS:
-        raise invalid_request(f"The session key is longer than {MAX_SESSION_KEY_CHARS} characters.",
-                              param="session", code="invalid_session_key")
+        msg = f"The session key is longer than {MAX_SESSION_KEY_CHARS} characters."
+        raise invalid_request(msg, param="session", code="invalid_session_key")
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
-        raise invalid_request("The session key contains control characters.", param="session",
-                              code="invalid_session_key")
+        msg = "The session key contains control characters."
+        raise invalid_request(msg, param="session", code="invalid_session_key")
     return key
 
 
@@ -121,7 +121,7 @@ class SessionResolver:
     def __init__(
         self,
         base_url: str = "http://localhost:8283",
-        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),  # noqa: B008
+        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),
         *,
         project: str | None = None,
         timeout: float = 300.0,

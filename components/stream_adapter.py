@@ -255,7 +255,8 @@ class LettaEventTranslator:
         """The final assistant message (call after `finish()`)."""
         outcome = self.outcome
         tool_calls = [
-            ToolCall(tool_name=c.name, arguments=_parse_arguments(c.arguments), id=c.id, extra={"arguments": c.arguments})
+            ToolCall(tool_name=c.name, arguments=_parse_arguments(c.arguments), id=c.id,
+                     extra={"arguments": c.arguments})
             for c in outcome.tool_calls
         ]
         return ChatMessage.from_assistant(
@@ -606,7 +607,8 @@ class StreamAdapter:
         :returns: `{"completion": dict}` in the OpenAI `chat.completion` shape.
         """
         if not replies:
-            raise upstream_error("The Letta agent returned no reply.")
+            msg = "The Letta agent returned no reply."
+            raise upstream_error(msg)
         return {
             "completion": completion_from_reply(
                 replies[0], completion_id=completion_id, model=model, think_tags=self.think_tags

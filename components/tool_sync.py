@@ -87,7 +87,7 @@ class ToolSync:
     def __init__(
         self,
         base_url: str = "http://localhost:8283",
-        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),  # noqa: B008
+        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),
         *,
         project: str | None = None,
         timeout: float = 300.0,
@@ -132,7 +132,7 @@ class ToolSync:
         return default_from_dict(cls, data)
 
     @component.output_types(client_tools=list[dict[str, Any]], messages=list[dict[str, Any]])
-    def run(  # noqa: PLR0913
+    def run(
         self,
         tools: list[dict[str, Any]],
         tool_choice: str,
@@ -158,7 +158,7 @@ class ToolSync:
                                           ephemeral))
 
     @component.output_types(client_tools=list[dict[str, Any]], messages=list[dict[str, Any]])
-    async def run_async(  # noqa: PLR0913
+    async def run_async(
         self,
         tools: list[dict[str, Any]],
         tool_choice: str,
@@ -190,12 +190,9 @@ class ToolSync:
         for result in tool_results:
             call_id = result["tool_call_id"]
             if call_id not in pending or call_id in seen:
-                raise invalid_request(
-                    f"tool_call_id '{call_id}' does not match a tool call the agent is waiting for "
-                    "(unknown or already answered).",
-                    param="messages",
-                    code="unknown_tool_call_id",
-                )
+                msg = (f"tool_call_id '{call_id}' does not match a tool call the agent is waiting for "
+                       "(unknown or already answered).")
+                raise invalid_request(msg, param="messages", code="unknown_tool_call_id")
             seen.add(call_id)
             returns.append({
                 "type": "tool",

@@ -18,23 +18,21 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-import letta_hayhooks.hayhooks_env  # noqa: F401, I001 - must run before Hayhooks is imported
+import httpx
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from hayhooks import create_app, log
+from hayhooks.server.routers import deploy_router, draw_router, undeploy_router
+from hayhooks.server.utils.deploy_utils import rebuild_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 
-import httpx  # noqa: E402
-from fastapi import FastAPI, HTTPException, Request  # noqa: E402
-from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
-from hayhooks import create_app, log  # noqa: E402
-from hayhooks.server.routers import deploy_router, draw_router, undeploy_router  # noqa: E402
-from hayhooks.server.utils.deploy_utils import rebuild_openapi  # noqa: E402
-from starlette.exceptions import HTTPException as StarletteHTTPException  # noqa: E402
-from starlette.middleware import Middleware  # noqa: E402
-
-from letta_hayhooks import __version__  # noqa: E402
-from letta_hayhooks.agent_models import AgentModels, default_models  # noqa: E402
-from letta_hayhooks.errors import OpenAIError, invalid_request, model_not_found, too_large  # noqa: E402
-from letta_hayhooks.maintenance import list_sessions  # noqa: E402
-from letta_hayhooks.settings import Settings, get_settings  # noqa: E402
+from letta_hayhooks import __version__
+from letta_hayhooks.agent_models import AgentModels, default_models
+from letta_hayhooks.errors import OpenAIError, invalid_request, model_not_found, too_large
+from letta_hayhooks.maintenance import list_sessions
+from letta_hayhooks.settings import Settings, get_settings
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable, Callable], Awaitable[None]]
 
@@ -121,7 +119,9 @@ class ChatRequestGate:
         self.models = models
         self.max_body_bytes = max_body_bytes
 
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable, send: Callable) -> None:
+    async def __call__(  # noqa: PLR0911 - one early answer per kind of bad request
+        self, scope: MutableMapping[str, Any], receive: Callable, send: Callable
+    ) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in CHAT_PATHS:
             await self.app(scope, receive, send)
             return
@@ -257,7 +257,7 @@ def create_server_app(settings: Settings | None = None, models: AgentModels | No
     hayhooks_lifespan = app.router.lifespan_context
 
     @asynccontextmanager
-    async def lifespan(application: FastAPI):  # noqa: ANN202
+    async def lifespan(application: FastAPI):
         async with hayhooks_lifespan(application):  # deploys pipelines/ (agent discovery starts there)
             current_models().apply()
             yield

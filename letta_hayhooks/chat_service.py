@@ -18,11 +18,10 @@ from typing import Any
 
 from fastapi import HTTPException
 from fastapi_openai_compat import ChatCompletion
-from haystack import Pipeline
-from haystack.core.errors import PipelineRuntimeError
-from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCallDelta
 from hayhooks import log
 from hayhooks.events import create_status_event
+from haystack import Pipeline
+from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCallDelta
 
 from components import (
     AgentRouter,
@@ -103,12 +102,9 @@ def _unwrap(exc: BaseException) -> OpenAIError:
     while current is not None and seen < 10:
         if isinstance(current, OpenAIError):
             return current
-        if isinstance(current, PipelineRuntimeError) and current.__cause__ is not None:
-            current = current.__cause__
-        elif current.__cause__ is not None:
-            current = current.__cause__
-        else:
+        if current.__cause__ is None:
             break
+        current = current.__cause__  # PipelineRuntimeError and friends wrap the component's own error
         seen += 1
     mapped = from_letta_exception(current or exc)
     if mapped.status == 500:
@@ -186,7 +182,7 @@ class AgentChat:
         trace.completion(completion)
         return ChatCompletion(**completion)
 
-    def _pipeline_inputs(  # noqa: PLR0913
+    def _pipeline_inputs(
         self,
         request: ChatRequest,
         model: str,
@@ -214,7 +210,7 @@ class AgentChat:
         }
 
     async def _run(self, data: dict[str, Any], lane: str) -> tuple[ChatMessage, dict[str, Any]]:
-        async with self.shared.load.turn(self.agent_id, lane):  # noqa: SIM117 - the timeout must not cover queuing
+        async with self.shared.load.turn(self.agent_id, lane):
             try:
                 async with asyncio.timeout(self.settings.turn_timeout):
                     result = await self.pipeline.run_async(data, include_outputs_from={"generator"})
@@ -222,7 +218,7 @@ class AgentChat:
                 raise upstream_timeout() from None
             except OpenAIError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - every pipeline failure becomes an OpenAI error
                 raise _unwrap(exc) from None
         reply = result["generator"]["replies"][0]
         self._after_turn(reply)
@@ -245,7 +241,8 @@ class AgentChat:
         if mode == "status":
             return [_status_event(activity)]
         if mode == "reasoning":
-            chunk = StreamingChunk(content="", index=0, reasoning=ReasoningContent(reasoning_text=_activity_line(activity)))
+            line = ReasoningContent(reasoning_text=_activity_line(activity))
+            chunk = StreamingChunk(content="", index=0, reasoning=line)
             return [WireChunk.of(payload) for payload in encoder.encode(chunk)]
         if mode == "delta":
             return [WireChunk.of(encoder.extra_delta({"letta_tool_activity": activity}))]
@@ -273,7 +270,7 @@ class AgentChat:
             yield WireChunk.of(encoder.usage((reply.meta or {}).get("usage")))
         yield WireChunk.of(DONE)
 
-    async def _start_stream(  # noqa: PLR0913
+    async def _start_stream(
         self,
         request: ChatRequest,
         model: str,
@@ -307,7 +304,7 @@ class AgentChat:
         weakref.finalize(stream, _abandon, ticket, handle, self.shared.idempotency, idem_key)
         return stream
 
-    async def _sse(  # noqa: PLR0913, C901
+    async def _sse(  # noqa: PLR0912 - one loop that must end the stream correctly on every path
         self,
         request: ChatRequest,
         model: str,

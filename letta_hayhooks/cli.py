@@ -14,7 +14,7 @@ import click
 from letta_hayhooks import __version__
 
 
-def _settings():  # noqa: ANN202 - imported lazily so --help stays fast
+def _settings():
     from letta_hayhooks.settings import SettingsError, get_settings  # noqa: PLC0415
 
     try:
@@ -42,7 +42,6 @@ def main(ctx: click.Context) -> None:
 def serve(host: str | None, port: int | None) -> None:
     """Start the server (local mode when LETTA_BASE_URL is not set)."""
     settings = _settings()
-    import letta_hayhooks.hayhooks_env  # noqa: F401, PLC0415 - before Hayhooks reads its settings
     from hayhooks.settings import settings as hayhooks_settings  # noqa: PLC0415
 
     from letta_hayhooks.local_letta import LocalLettaError  # noqa: PLC0415

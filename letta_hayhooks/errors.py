@@ -100,7 +100,7 @@ def _letta_detail(exc: letta_client.APIStatusError) -> str:
     return str(exc.message)
 
 
-def from_letta_exception(exc: BaseException) -> OpenAIError:
+def from_letta_exception(exc: BaseException) -> OpenAIError:  # noqa: PLR0911 - one answer per failure kind
     """
     Map an exception raised while talking to Letta onto an OpenAI error.
 

@@ -45,8 +45,8 @@ class LoadController:
         gate = self._sessions.setdefault(session, _SessionGate())
         if gate.lock.locked() and gate.waiting >= self.queue_depth:
             self.rejected += 1
-            raise rate_limited("Another request for this session is in progress; retry when it finishes.",
-                               self.queue_wait or 1)
+            msg = "Another request for this session is in progress; retry when it finishes."
+            raise rate_limited(msg, self.queue_wait or 1)
         deadline = time.monotonic() + self.queue_wait
         gate.waiting += 1
         try:

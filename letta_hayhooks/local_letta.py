@@ -187,7 +187,8 @@ class LocalLetta:
         :raises LocalLettaError: for a busy port, an unwritable data dir, or a server that does not come up.
         """
         if not self.venv.installed():
-            msg = f"the Letta server is not installed in {self.venv.path}; run: python -m letta_hayhooks.local_letta install"
+            msg = (f"the Letta server is not installed in {self.venv.path}; "
+                   "run: python -m letta_hayhooks.local_letta install")
             raise LocalLettaError(msg)
         try:
             (self.home / "logs").mkdir(parents=True, exist_ok=True)

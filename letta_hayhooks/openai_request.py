@@ -56,7 +56,7 @@ def message_text(content: Any) -> str:
     return "\n".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
 
 
-def _check_content(message: dict[str, Any], i: int) -> None:
+def _check_content(message: dict[str, Any], i: int) -> None:  # noqa: PLR0912 - one branch per content kind
     role = message["role"]
     content = message.get("content")
     param = f"messages[{i}].content"
@@ -64,34 +64,41 @@ def _check_content(message: dict[str, Any], i: int) -> None:
         if role == "assistant" and message.get("tool_calls"):
             return
         if role in ("user", "system", "developer", "tool"):
-            raise invalid_request(f"Message {i} ({role}) has no content.", param=param)
+            msg = f"Message {i} ({role}) has no content."
+            raise invalid_request(msg, param=param)
         return
     if isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise invalid_request(f"Message {i} content must be a string or a list of content parts.", param=param)
+        msg = f"Message {i} content must be a string or a list of content parts."
+        raise invalid_request(msg, param=param)
     for j, part in enumerate(content):
         part_param = f"{param}[{j}]"
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-            raise invalid_request(f"Content part {j} of message {i} must be an object with a 'type'.", param=part_param)
+            msg = f"Content part {j} of message {i} must be an object with a 'type'."
+            raise invalid_request(msg, param=part_param)
         kind = part["type"]
         if kind == "text":
             if not isinstance(part.get("text"), str):
-                raise invalid_request(f"Text part {j} of message {i} needs a string 'text'.", param=part_param)
+                msg = f"Text part {j} of message {i} needs a string 'text'."
+                raise invalid_request(msg, param=part_param)
         elif kind == "image_url":
             if role != "user":
-                raise invalid_request(f"Images are only supported in user messages (message {i}).", param=part_param)
+                msg = f"Images are only supported in user messages (message {i})."
+                raise invalid_request(msg, param=part_param)
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image if isinstance(image, str) else None
             if not isinstance(url, str) or not (url.startswith(("http://", "https://")) or _IMAGE_DATA_URL.match(url)):
+                msg = f"Image part {j} of message {i} needs an http(s) URL or a base64 data:image/... URL."
                 raise invalid_request(
-                    f"Image part {j} of message {i} needs an http(s) URL or a base64 data:image/... URL.",
+                    msg,
                     param=part_param,
                 )
         elif kind == "refusal" and role == "assistant":
             continue
         else:
-            raise invalid_request(f"Content part type '{kind}' is not supported (message {i}).", param=part_param)
+            msg = f"Content part type '{kind}' is not supported (message {i})."
+            raise invalid_request(msg, param=part_param)
 
 
 def _check_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -99,60 +106,73 @@ def _check_tools(body: dict[str, Any]) -> list[dict[str, Any]]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise invalid_request("'tools' must be a list of function tools.", param="tools")
+        msg = "'tools' must be a list of function tools."
+        raise invalid_request(msg, param="tools")
     tools: list[dict[str, Any]] = []
     seen: set[str] = set()
     for i, tool in enumerate(raw):
         param = f"tools[{i}]"
         if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            raise invalid_request(f"Tool {i} must be {{'type': 'function', 'function': {{...}}}}.", param=param)
+            msg = f"Tool {i} must be {{'type': 'function', 'function': {{...}}}}."
+            raise invalid_request(msg, param=param)
         fn = tool.get("function")
         if not isinstance(fn, dict):
-            raise invalid_request(f"Tool {i} has no 'function' object.", param=param)
+            msg = f"Tool {i} has no 'function' object."
+            raise invalid_request(msg, param=param)
         name = fn.get("name")
         if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            msg = f"Tool {i} needs a name of 1-64 letters, digits, '_' or '-'."
             raise invalid_request(
-                f"Tool {i} needs a name of 1-64 letters, digits, '_' or '-'.", param=f"{param}.function.name"
+                msg, param=f"{param}.function.name"
             )
         if name in seen:
-            raise invalid_request(f"Duplicate tool name '{name}'.", param=f"{param}.function.name")
+            msg = f"Duplicate tool name '{name}'."
+            raise invalid_request(msg, param=f"{param}.function.name")
         seen.add(name)
         description = fn.get("description")
         if description is not None and not isinstance(description, str):
-            raise invalid_request(f"Tool '{name}' description must be a string.", param=f"{param}.function.description")
+            msg = f"Tool '{name}' description must be a string."
+            raise invalid_request(msg, param=f"{param}.function.description")
         parameters = fn.get("parameters", {"type": "object", "properties": {}})
         if not isinstance(parameters, dict) or parameters.get("type", "object") != "object":
+            msg = f"Tool '{name}' parameters must be a JSON schema object with type 'object'."
             raise invalid_request(
-                f"Tool '{name}' parameters must be a JSON schema object with type 'object'.",
+                msg,
                 param=f"{param}.function.parameters",
             )
         properties = parameters.get("properties", {})
         if not isinstance(properties, dict) or not all(isinstance(v, dict) for v in properties.values()):
+            msg = f"Tool '{name}' parameters.properties must map names to schemas."
             raise invalid_request(
-                f"Tool '{name}' parameters.properties must map names to schemas.", param=f"{param}.function.parameters"
+                msg, param=f"{param}.function.parameters"
             )
         required = parameters.get("required", [])
         if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+            msg = f"Tool '{name}' parameters.required must be a list of names."
             raise invalid_request(
-                f"Tool '{name}' parameters.required must be a list of names.", param=f"{param}.function.parameters"
+                msg, param=f"{param}.function.parameters"
             )
         tools.append({"name": name, "description": description or "", "parameters": parameters})
     return tools
 
 
-def _check_tool_choice(body: dict[str, Any], tools: list[dict[str, Any]]) -> str:
+def _check_tool_choice(body: dict[str, Any]) -> str:
     choice = body.get("tool_choice")
     if choice is None or choice == "auto":
         return "auto"
     if choice == "none":
         return "none"
     if choice == "required" or isinstance(choice, dict):
-        raise invalid_request(
+        msg = (
             "tool_choice 'required' or a named function is not supported: Letta lets the agent decide when to call "
-            "client tools. Use 'auto' or 'none'.",
+            "client tools. Use 'auto' or 'none'."
+        )
+        raise invalid_request(
+            msg,
             param="tool_choice",
         )
-    raise invalid_request("tool_choice must be 'auto', 'none', 'required' or a function.", param="tool_choice")
+    msg = "tool_choice must be 'auto', 'none', 'required' or a function."
+    raise invalid_request(msg, param="tool_choice")
 
 
 def split_new_turn(messages: list[dict[str, Any]]) -> NewTurn:
@@ -169,6 +189,26 @@ def split_new_turn(messages: list[dict[str, Any]]) -> NewTurn:
     return turn
 
 
+def _check_message(message: Any, i: int) -> None:
+    if not isinstance(message, dict):
+        msg = f"Message {i} must be an object."
+        raise invalid_request(msg, param=f"messages[{i}]")
+    role = message.get("role")
+    if role not in _ROLES:
+        msg = f"Message {i} has role {role!r}; expected one of {sorted(_ROLES)}."
+        raise invalid_request(msg, param=f"messages[{i}].role")
+    _check_content(message, i)
+    if role == "tool" and not isinstance(message.get("tool_call_id"), str):
+        msg = f"Tool message {i} needs a 'tool_call_id'."
+        raise invalid_request(msg, param=f"messages[{i}].tool_call_id")
+    calls = message.get("tool_calls")
+    if role == "assistant" and calls is not None and (
+        not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in calls)
+    ):
+        msg = f"Message {i} tool_calls must be a list of calls with ids."
+        raise invalid_request(msg, param=f"messages[{i}].tool_calls")
+
+
 def validate_chat_request(model: str, messages: Any, body: dict[str, Any], *, max_system_bytes: int) -> ChatRequest:
     """
     Check a request and extract what the pipeline needs.
@@ -176,61 +216,55 @@ def validate_chat_request(model: str, messages: Any, body: dict[str, Any], *, ma
     :raises OpenAIError: 400 for malformed input, 413 for a system prompt above `max_system_bytes`.
     """
     if not isinstance(model, str) or not model.strip():
-        raise invalid_request("'model' must be a non-empty string.", param="model")
+        msg = "'model' must be a non-empty string."
+        raise invalid_request(msg, param="model")
     if not isinstance(messages, list) or not messages:
-        raise invalid_request("'messages' must be a non-empty list.", param="messages")
+        msg = "'messages' must be a non-empty list."
+        raise invalid_request(msg, param="messages")
     n = body.get("n")
     if n is not None and n != 1:
-        raise invalid_request("Only n=1 is supported: a Letta agent gives one answer per turn.", param="n")
+        msg = "Only n=1 is supported: a Letta agent gives one answer per turn."
+        raise invalid_request(msg, param="n")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
-        raise invalid_request("'stream' must be a boolean.", param="stream")
+        msg = "'stream' must be a boolean."
+        raise invalid_request(msg, param="stream")
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
-        raise invalid_request("'stream_options' must be an object.", param="stream_options")
+        msg = "'stream_options' must be an object."
+        raise invalid_request(msg, param="stream_options")
     user = body.get("user")
     if user is not None and not isinstance(user, str):
-        raise invalid_request("'user' must be a string.", param="user")
+        msg = "'user' must be a string."
+        raise invalid_request(msg, param="user")
 
     for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise invalid_request(f"Message {i} must be an object.", param=f"messages[{i}]")
-        role = message.get("role")
-        if role not in _ROLES:
-            raise invalid_request(
-                f"Message {i} has role {role!r}; expected one of {sorted(_ROLES)}.", param=f"messages[{i}].role"
-            )
-        _check_content(message, i)
-        if role == "tool" and not isinstance(message.get("tool_call_id"), str):
-            raise invalid_request(f"Tool message {i} needs a 'tool_call_id'.", param=f"messages[{i}].tool_call_id")
-        if role == "assistant" and message.get("tool_calls") is not None:
-            calls = message["tool_calls"]
-            if not isinstance(calls, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), str)
-                                                      for c in calls):
-                raise invalid_request(f"Message {i} tool_calls must be a list of calls with ids.",
-                                      param=f"messages[{i}].tool_calls")
-
+        _check_message(message, i)
     if not any(m["role"] == "user" for m in messages):
-        raise invalid_request("The conversation has no user message.", param="messages")
+        msg = "The conversation has no user message."
+        raise invalid_request(msg, param="messages")
 
     system_parts = [message_text(m.get("content")) for m in messages if m["role"] in ("system", "developer")]
     system_prompt = "\n\n".join(part for part in system_parts if part) or None
     if system_prompt is not None and len(system_prompt.encode("utf-8")) > max_system_bytes:
+        msg = f"The system prompt is {len(system_prompt.encode('utf-8'))} bytes; the limit is {max_system_bytes}."
         raise too_large(
-            f"The system prompt is {len(system_prompt.encode('utf-8'))} bytes; the limit is {max_system_bytes}.",
+            msg,
             param="messages",
         )
 
     new_turn = split_new_turn(messages)
     if not new_turn.user_messages and not new_turn.tool_results:
+        msg = "Nothing to send: the conversation must end with a user message or tool results."
         raise invalid_request(
-            "Nothing to send: the conversation must end with a user message or tool results.", param="messages"
+            msg, param="messages"
         )
     tools = _check_tools(body)
-    tool_choice = _check_tool_choice(body, tools)
+    tool_choice = _check_tool_choice(body)
     tool_activity = body.get("letta_tool_activity")
     if tool_activity is not None and tool_activity not in TOOL_ACTIVITY_MODES:
-        raise invalid_request(f"letta_tool_activity must be one of {sorted(TOOL_ACTIVITY_MODES)}.",
+        msg = f"letta_tool_activity must be one of {sorted(TOOL_ACTIVITY_MODES)}."
+        raise invalid_request(msg,
                               param="letta_tool_activity")
     return ChatRequest(
         model=model,

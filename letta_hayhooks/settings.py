@@ -6,7 +6,7 @@ three agree. Bad values fail at start-up with a message that names the variable.
 """
 
 import re
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
 
@@ -14,14 +14,14 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-class SessionPolicy(str, Enum):
+class SessionPolicy(StrEnum):
     """What a request without a session key talks to."""
 
     AGENT = "agent"  # the agent's default conversation (a personal agent's one thread)
     EPHEMERAL = "ephemeral"  # a throwaway conversation that replays the client's transcript
 
 
-class ToolActivity(str, Enum):
+class ToolActivity(StrEnum):
     """How a stream shows the agent's own (server-side) tool calls; they are never client tool calls."""
 
     NONE = "none"  # not shown

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from letta_client import Letta
 
-from letta_hayhooks.local_letta import LettaVenv, LocalLetta, STUB_EMBEDDING_HANDLE, STUB_MODEL_HANDLE, free_port
+from letta_hayhooks.local_letta import STUB_EMBEDDING_HANDLE, STUB_MODEL_HANDLE, LettaVenv, LocalLetta, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -73,7 +73,8 @@ def malformed_bodies(model: str) -> list[tuple[str, bytes]]:
         "messages": [None, "hi", 5, {}, [None], [1, 2], ["text"], [{"content": "no role"}]],
         "stream": ["yes", 3, {}],
         "n": [0, 2, "2"],
-        "tools": ["x", {}, [1], [{"type": "retrieval"}], [{"type": "function"}], [{"type": "function", "function": {}}]],
+        "tools": ["x", {}, [1], [{"type": "retrieval"}], [{"type": "function"}],
+                  [{"type": "function", "function": {}}]],
         "tool_choice": ["sometimes", 5, {"type": "function"}, "required"],
         "user": [5, "x" * 300, "a\x00b"],
         "stream_options": ["x", 3],
@@ -98,8 +99,8 @@ def malformed_bodies(model: str) -> list[tuple[str, bytes]]:
     for message in bad_messages:
         body = {"model": model, "messages": [message]}
         bodies.append((f"message={message!r}"[:60], json.dumps(body).encode()))
-    for raw in (b"", b"{", b"null", b"[]", b"\"text\"", b"\xff\xfe", b"{\"model\": \"" + model.encode() + b"\"}"):
-        bodies.append((f"raw={raw[:20]!r}", raw))
+    raws = (b"", b"{", b"null", b"[]", b"\"text\"", b"\xff\xfe", b"{\"model\": \"" + model.encode() + b"\"}")
+    bodies.extend((f"raw={raw[:20]!r}", raw) for raw in raws)
     return bodies
 
 

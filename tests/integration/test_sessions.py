@@ -152,7 +152,8 @@ def test_large_prompt_change_and_removal(letta_backend: Backend, server: Server,
     assert "\x00" not in stored.value and "\r" not in stored.value
     assert stored.limit == len(stored.value)
 
-    history = [{"role": "user", "content": f"SYSTEM?{tail}"}, {"role": "assistant", "content": f"SYSTEM_HAS:{tail}=yes"}]
+    history = [{"role": "user", "content": f"SYSTEM?{tail}"},
+               {"role": "assistant", "content": f"SYSTEM_HAS:{tail}=yes"}]
     new = f"Be brief. NEW-{uuid.uuid4().hex[:6]}"
     history.append({"role": "user", "content": f"SYSTEM?{tail}"})
     assert ask(client, agent.name, [{"role": "system", "content": new}, *history]) == f"SYSTEM_HAS:{tail}=no"

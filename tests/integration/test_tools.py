@@ -140,7 +140,8 @@ def test_error_marker_sets_error_status(letta_backend: Backend, server: Server, 
 def test_agent_internal_tools_are_not_client_calls(server: Server, agent) -> None:
     client = client_for(server)
     request = {"model": agent.name, "tools": [WEATHER], "messages": [
-        {"role": "user", "content": 'CALL memory_insert {"label": "human", "new_string": "likes tea", "insert_line": 0}'}]}
+        {"role": "user",
+         "content": 'CALL memory_insert {"label": "human", "new_string": "likes tea", "insert_line": 0}'}]}
     reply = client.chat.completions.create(**request)
     assert reply.choices[0].finish_reason == "stop"
     assert not reply.choices[0].message.tool_calls

@@ -37,7 +37,8 @@ def test_filters() -> None:
 
 async def test_resolve_refreshes_once_on_a_miss(monkeypatch: pytest.MonkeyPatch) -> None:
     catalog = AgentCatalog(connection=LettaConnection("http://letta"), ttl=60)
-    listings = [[("agent-1", "alpha", None, 0, ())], [("agent-1", "alpha", None, 0, ()), ("agent-2", "new", None, 0, ())]]
+    listings = [[("agent-1", "alpha", None, 0, ())],
+                [("agent-1", "alpha", None, 0, ()), ("agent-2", "new", None, 0, ())]]
     calls = []
 
     async def refresh() -> bool:

@@ -37,8 +37,8 @@ class _Stream:
     async def _iterate(self):
         for event in self.events:
             if "_raises" in event:
-                import letta_client
                 import httpx
+                import letta_client
 
                 response = httpx.Response(event["status_code"], request=httpx.Request("POST", "http://letta"))
                 raise letta_client.APIStatusError("stream error", response=response, body=event["body"])

@@ -16,7 +16,8 @@ def check(messages, **body):
 
 def test_new_turn_is_the_trailing_user_messages() -> None:
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "a"},
-                {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}, {"role": "user", "content": "d"}]
+                {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"},
+                {"role": "user", "content": "d"}]
     turn = split_new_turn(messages)
     assert [m["content"] for m in turn.user_messages] == ["c", "d"] and turn.user_positions == [3, 4]
     assert turn.tool_results == []
