@@ -283,3 +283,13 @@ def test_stale_prompt_blocks_are_garbage_collected(letta_backend: Backend, serve
     assert delete_stale_overlays(connection, max_age_seconds=-1) >= 1
     assert letta_backend.client.blocks.list(label=label).items == []
     assert {b.label for b in letta_backend.client.agents.blocks.list(agent.id)} == {"persona", "human"}
+
+
+def test_overlay_switch_off_ignores_system_prompts(letta_backend: Backend, server_factory, agent) -> None:
+    plain = server_factory(letta_backend.base_url, extra_env={"LETTA_HAYHOOKS_OVERLAY": "false"})
+    wait_for_model(plain.url, agent.name)
+    key = f"off-{uuid.uuid4().hex}"
+    needle = f"IGNORED-{uuid.uuid4().hex[:6]}"
+    assert ask(sdk(plain, key), agent.name, [{"role": "system", "content": needle},
+                                             {"role": "user", "content": f"SYSTEM?{needle}"}]) == f"SYSTEM_HAS:{needle}=no"
+    assert letta_backend.client.blocks.list(label=overlay_label(session_digest(agent.id, key))).items == []

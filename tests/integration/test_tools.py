@@ -68,6 +68,21 @@ def test_tool_call_round_trip_non_stream(letta_backend: Backend, server: Server,
     assert "get_weather" not in {t.name for t in letta_backend.client.tools.list(name="get_weather")}
 
 
+def test_streamed_follow_up_after_a_tool_result(server: Server, agent) -> None:
+    client = client_for(server)
+    messages = [{"role": "user", "content": 'CALL get_weather {"city": "Bern"}'}]
+    first = client.chat.completions.create(model=agent.name, messages=messages, tools=[WEATHER], stream=True)
+    calls = [tc for c in first if c.choices and c.choices[0].delta.tool_calls for tc in c.choices[0].delta.tool_calls]
+    call_id = calls[0].id
+    messages += [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Bern"}'}}]},
+        {"role": "tool", "tool_call_id": call_id, "content": "Snow, -2C"}]
+    chunks = list(client.chat.completions.create(model=agent.name, messages=messages, tools=[WEATHER], stream=True))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.startswith("Tool get_weather returned:") and "Snow, -2C" in text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+
+
 def test_stream_helper_accumulates_the_tool_call(server: Server, agent) -> None:
     client = client_for(server)
     with client.chat.completions.stream(

@@ -37,3 +37,33 @@ async def test_disabled_or_absent_prompt_gives_no_override() -> None:
     out = await overlay.run_async(agent_id="a", conversation_id="c", session_scope="s", system_prompt="x",
                                   ephemeral=True)
     assert out == {"override_system": None}
+
+
+class _FailingBlocks:
+    """Letta's block API failing on every call; prompt compilation still works."""
+
+    def __init__(self) -> None:
+        self.blocks = self
+        self.conversations = self
+        self.calls = 0
+
+    async def list(self, **_):
+        self.calls += 1
+        raise ConnectionError("blocks are down")
+
+    async def recompile(self, conversation_id, **_):
+        return COMPILED
+
+
+async def test_block_failure_falls_back_to_the_request_prompt(monkeypatch) -> None:
+    import components.prompt_overlay as overlay_module
+
+    fake = _FailingBlocks()
+    monkeypatch.setattr(overlay_module, "async_client", lambda _connection: fake)
+    overlay = PromptOverlay(base_url="http://letta")
+    out = await overlay.run_async(agent_id="a", conversation_id="conv", session_scope="s", system_prompt="Be terse.")
+    assert "Be terse." in out["override_system"] and "<persona>" in out["override_system"]
+    assert fake.calls == 1
+    # the next turn tries to store the block again (a failure is not cached as success)
+    await overlay.run_async(agent_id="a", conversation_id="conv", session_scope="s", system_prompt="Be terse.")
+    assert fake.calls == 2
