@@ -290,6 +290,7 @@ def test_overlay_switch_off_ignores_system_prompts(letta_backend: Backend, serve
     wait_for_model(plain.url, agent.name)
     key = f"off-{uuid.uuid4().hex}"
     needle = f"IGNORED-{uuid.uuid4().hex[:6]}"
-    assert ask(sdk(plain, key), agent.name, [{"role": "system", "content": needle},
-                                             {"role": "user", "content": f"SYSTEM?{needle}"}]) == f"SYSTEM_HAS:{needle}=no"
+    answer = ask(sdk(plain, key), agent.name, [{"role": "system", "content": needle},
+                                               {"role": "user", "content": f"SYSTEM?{needle}"}])
+    assert answer == f"SYSTEM_HAS:{needle}=no"
     assert letta_backend.client.blocks.list(label=overlay_label(session_digest(agent.id, key))).items == []
