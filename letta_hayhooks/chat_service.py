@@ -166,8 +166,9 @@ class AgentChat:
                 log.info("Idempotency-Key repeat: answering with the first request's outcome")
                 return self._from_reply(reply, request, model, completion_id)
 
-        serial = ephemeral or (session_key is None and settings.session_policy.value == "ephemeral")
-        lane = f"ephemeral-{completion_id}" if serial else scope
+        # throwaway conversations share nothing, so they need no place in a session's queue
+        throwaway = ephemeral or (session_key is None and settings.session_policy.value == "ephemeral")
+        lane = f"ephemeral-{completion_id}" if throwaway else scope
         try:
             if request.stream:
                 return await self._start_stream(request, model, completion_id, data, lane, idem_key, trace)
@@ -176,6 +177,12 @@ class AgentChat:
             if idem_key is not None:
                 self.shared.idempotency.fail(idem_key, error)
             trace.error(error)
+            raise
+        except BaseException:
+            # cancelled (client gone) or a bug: a retry with the same key must run again, not wait forever
+            if idem_key is not None:
+                self.shared.idempotency.fail(idem_key, OpenAIError(499, "The request was abandoned.",
+                                                                    type="server_error", code="cancelled"))
             raise
         if idem_key is not None:
             self.shared.idempotency.resolve(idem_key, reply)
