@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from haystack import component, default_from_dict, default_to_dict, logging
@@ -255,24 +256,26 @@ class LettaChatGenerator:
         stream_tokens: bool,
     ) -> None:
         client = async_client(self.connection)
-        stream = None
-        finished = False
         try:
-            stream = await client.conversations.messages.create(
+            # the raw SSE response, read to its end: letta-client's typed stream stops reading at [DONE] and
+            # closes the connection, so every turn would pay a new TCP (and TLS) handshake to Letta
+            async with client.conversations.messages.with_streaming_response.create(
                 conversation_id,
                 agent_id=agent_id if conversation_id == DEFAULT_CONVERSATION else omit,
                 messages=messages,  # type: ignore[arg-type]
                 streaming=True,
                 stream_tokens=stream_tokens,
                 include_pings=self.include_pings,
-                client_tools=client_tools if client_tools else omit,  # type: ignore[arg-type]
+                client_tools=list(client_tools) if client_tools else omit,  # type: ignore[arg-type]
                 override_system=override_system if override_system else omit,
-            )
-            async for event in stream:
-                if event_observer is not None:
-                    event_observer(event.model_dump(mode="json", exclude_none=True))
-                await emit(translator.feed(event))
-            finished = True
+            ) as response:
+                async for name, event in sse_events(response.iter_lines()):
+                    if event_observer is not None:
+                        event_observer(event)
+                    if name == "error":
+                        translator.feed({**event, "message_type": "error_message"})
+                    else:
+                        await emit(translator.feed(event))
         except OpenAIError:
             raise
         except asyncio.CancelledError:
@@ -286,9 +289,6 @@ class LettaChatGenerator:
             if translator.outcome.error is None:
                 translator.outcome.error = from_letta_exception(exc)
             logger.warning("Letta turn failed for agent {agent_id}: {error}", agent_id=agent_id, error=repr(exc))
-        finally:
-            if stream is not None and not finished:
-                await asyncio.shield(_close_quietly(stream))
         if translator.outcome.stop_reason is None and translator.outcome.error is None:
             translator.outcome.error = from_letta_exception(ConnectionError("Letta ended the stream early"))
 
@@ -314,9 +314,36 @@ class LettaChatGenerator:
             logger.warning("Could not cancel Letta run {run_id}: {error}", run_id=run_id, error=repr(exc))
 
 
-async def _close_quietly(stream: Any) -> None:
-    with contextlib.suppress(Exception):  # the stream is already broken or closed
-        await stream.close()
+async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+    """
+    Letta's server-sent events as `(event name, JSON payload)`, read to the end of the response.
+
+    `[DONE]` is skipped, not a reason to stop: reading on lets the HTTP connection be reused.
+    """
+    name: str | None = None
+    data: list[str] = []
+    async for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip())
+        elif line.startswith("event:"):
+            name = line[6:].strip()
+        elif not line and data:
+            payload = "\n".join(data)
+            data = []
+            if payload != "[DONE]":
+                try:
+                    event = json.loads(payload)
+                except ValueError:
+                    logger.warning("Skipping a malformed Letta stream event")
+                    event = None
+                if isinstance(event, dict):
+                    yield name, event
+            name = None
+    if data and "\n".join(data) != "[DONE]":
+        with contextlib.suppress(ValueError):
+            event = json.loads("\n".join(data))
+            if isinstance(event, dict):
+                yield name, event
 
 
 def _replay_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

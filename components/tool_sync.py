@@ -15,7 +15,7 @@ from letta_client import omit
 from components.session_resolver import chronological
 from letta_hayhooks.errors import from_letta_exception, invalid_request
 from letta_hayhooks.letta_clients import LettaConnection, async_client
-from letta_hayhooks.openai_request import message_text
+from letta_hayhooks.openai_request import ReadOnlyList, message_text
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class ToolSync:
         :returns: `client_tools` and the final Letta `messages`.
         :raises OpenAIError: 400 when a tool result answers no pending call.
         """
-        client_tools = [] if tool_choice == "none" else [dict(tool) for tool in tools]
+        client_tools = ReadOnlyList() if tool_choice == "none" else ReadOnlyList(tools)
         if not tool_results or ephemeral:
             return {"client_tools": client_tools, "messages": messages}
         pending = await self._pending(agent_id, conversation_id)

@@ -37,7 +37,7 @@ from letta_hayhooks.debug_trace import DebugTrace
 from letta_hayhooks.errors import OpenAIError, from_letta_exception, upstream_timeout
 from letta_hayhooks.idempotency import IdempotencyStore
 from letta_hayhooks.load_control import LoadController, Ticket
-from letta_hayhooks.openai_request import ChatRequest, validate_chat_request
+from letta_hayhooks.openai_request import ChatRequest, ReadOnlyList, validate_chat_request
 from letta_hayhooks.settings import Settings
 from letta_hayhooks.wire import DONE, WireChunk
 
@@ -201,16 +201,16 @@ class AgentChat:
         return {
             "router": {"model": self.agent_id},
             "session": {
-                "messages": request.messages,
+                "messages": ReadOnlyList(request.messages),
                 "new_positions": request.new_turn.user_positions,
                 "session_key": session_key,
                 "idempotency_key": idempotency_key,
             },
             "overlay": {"system_prompt": request.system_prompt},
             "tool_sync": {
-                "tools": request.tools,
+                "tools": ReadOnlyList(request.tools),
                 "tool_choice": request.tool_choice,
-                "tool_results": request.new_turn.tool_results,
+                "tool_results": ReadOnlyList(request.new_turn.tool_results),
             },
             "generator": {"stream": request.stream, "event_observer": trace.letta_event if trace.enabled else None},
             "adapter": {"model": model, "completion_id": completion_id},

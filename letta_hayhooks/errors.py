@@ -128,7 +128,9 @@ def from_letta_exception(exc: BaseException) -> OpenAIError:  # noqa: PLR0911 - 
         if status in (400, 422):
             return upstream_error(f"Letta rejected the request: {detail}", code="letta_bad_request")
         if status in (502, 503):
-            return upstream_unavailable(f"The Letta server is unavailable ({status}).")
+            # Letta's reason (e.g. "database is locked") helps operators; the first line is enough
+            reason = (detail.splitlines() or [""])[0][:160]
+            return upstream_unavailable(f"The Letta server is unavailable ({status}): {reason}")
         if status == 504:
             return upstream_timeout()
         return upstream_error(f"Letta failed with status {status}: {detail}")

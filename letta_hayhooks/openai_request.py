@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,39 @@ TOOL_ACTIVITY_MODES = frozenset({"none", "reasoning", "status", "delta"})
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _IMAGE_DATA_URL = re.compile(r"^data:(image/[A-Za-z0-9.+-]+);base64,(.*)$", re.S)
+
+
+class ReadOnlyList(Sequence):
+    """
+    A read-only sequence that pipeline components share instead of copying.
+
+    Haystack deep-copies every component input. A long chat's transcript (and a coding tool's dozens of tool
+    schemas) would be copied several times per turn, walking every message; nothing in the pipeline changes them.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        self._items = tuple(items)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ReadOnlyList | list | tuple):
+            return list(self._items) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __deepcopy__(self, memo: dict) -> ReadOnlyList:
+        return self
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyList({list(self._items)!r})"
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -16,37 +17,36 @@ from letta_hayhooks.errors import OpenAIError
 from tests.conftest import load_events
 
 
-class _Event(dict):
-    """A recorded event that also answers `model_dump` like the SDK's models."""
+class _Response:
+    """The raw SSE response of a recorded event sequence, line by line as Letta sends it."""
 
-    def __getattr__(self, name: str) -> Any:
-        return self.get(name)
-
-    def model_dump(self, **_: Any) -> dict:
-        return dict(self)
-
-
-class _Stream:
     def __init__(self, events: list[dict]) -> None:
         self.events = events
-        self.closed = False
+        self.read_to_end = False
 
-    def __aiter__(self):
-        return self._iterate()
-
-    async def _iterate(self):
-        for event in self.events:
-            if "_raises" in event:
-                import httpx
-                import letta_client
-
-                response = httpx.Response(event["status_code"], request=httpx.Request("POST", "http://letta"))
-                raise letta_client.APIStatusError("stream error", response=response, body=event["body"])
+    async def iter_lines(self):
+        for recorded in self.events:
             await asyncio.sleep(0)
-            yield _Event(event)
+            payload = recorded
+            if "_raises" in recorded:  # recorded where letta-client raised: Letta's `event: error` frame
+                yield "event: error"
+                payload = recorded["body"]
+            yield "data: " + json.dumps(payload)
+            yield ""
+        yield "data: [DONE]"
+        yield ""
+        self.read_to_end = True
 
-    async def close(self) -> None:
-        self.closed = True
+
+class _Opened:
+    def __init__(self, response: _Response) -> None:
+        self.response = response
+
+    async def __aenter__(self) -> _Response:
+        return self.response
+
+    async def __aexit__(self, *_: Any) -> None:
+        return None
 
 
 class FakeClient:
@@ -55,14 +55,17 @@ class FakeClient:
     def __init__(self, events: list[dict]) -> None:
         self.events = events
         self.requests: list[dict] = []
+        self.responses: list[_Response] = []
         self.deleted: list[str] = []
         self.cancelled: list[str] = []
         self.conversations = self
         self.messages = self
+        self.with_streaming_response = self
 
-    async def create(self, conversation_id: str, **kwargs: Any) -> _Stream:
+    def create(self, conversation_id: str, **kwargs: Any) -> _Opened:
         self.requests.append({"conversation_id": conversation_id, **kwargs})
-        return _Stream(self.events)
+        self.responses.append(_Response(self.events))
+        return _Opened(self.responses[-1])
 
     async def delete(self, conversation_id: str) -> None:
         self.deleted.append(conversation_id)
@@ -131,6 +134,7 @@ class TestRun:
         assert "".join(c.content for c in chunks) == "You said: ponder this"
         assert chunks[-1].finish_reason == "stop"
         request = client.requests[0]
+        assert client.responses[0].read_to_end  # the connection can be reused
         assert request["stream_tokens"] is True and request["include_pings"] is True
         assert request["messages"] == [{"role": "user", "content": "x", "otid": "o"}]
 
@@ -185,9 +189,9 @@ class TestRun:
 
         async def never_ending(self):
             await asyncio.sleep(3600)
-            yield
+            yield ""
 
-        monkeypatch.setattr(_Stream, "_iterate", never_ending)
+        monkeypatch.setattr(_Response, "iter_lines", never_ending)
         task = asyncio.create_task(make().run_async(agent_id="a", messages=[], conversation_id="conv-5"))
         await asyncio.sleep(0.05)
         task.cancel()
