@@ -311,7 +311,7 @@ class AgentChat:
         weakref.finalize(stream, _abandon, ticket, handle, self.shared.idempotency, idem_key)
         return stream
 
-    async def _sse(  # noqa: PLR0912 - one loop that must end the stream correctly on every path
+    async def _sse(  # noqa: PLR0912, PLR0915 - one loop that must end the stream correctly on every path
         self,
         request: ChatRequest,
         model: str,
@@ -326,8 +326,8 @@ class AgentChat:
     ) -> AsyncGenerator:
         encoder = OpenAIChunkEncoder(completion_id, model, think_tags=self.settings.think_tags)
         mode = request.tool_activity or self.settings.tool_activity.value
-        usage: dict[str, Any] | None = None
         server_tools = False
+        done = False
         failed: OpenAIError | None = None
         try:
             for payload in encoder.role():
@@ -340,11 +340,17 @@ class AgentChat:
                     server_tools = True
                     for item in self._show_activity(activity, mode, encoder):
                         yield item
-                if chunk.finish_reason is not None:
-                    usage = (chunk.meta or {}).get("usage")
                 for payload in encoder.encode(chunk):
                     trace.openai_chunk(payload)
                     yield WireChunk.of(payload)
+                if chunk.finish_reason is not None and not done:
+                    # the answer is complete: end the stream now; the rest of the pipeline finishes after
+                    if request.include_usage:
+                        payload = encoder.usage((chunk.meta or {}).get("usage"))
+                        trace.openai_chunk(payload)
+                        yield WireChunk.of(payload)
+                    yield WireChunk.of(DONE)
+                    done = True
                 chunk = await _next(iterator, deadline)
             reply = handle.result["generator"]["replies"][0]
             if idem_key is not None:
@@ -368,12 +374,13 @@ class AgentChat:
                 self.pipeline.get_component("overlay").invalidate(self.agent_id)
         if failed is not None:
             log.warning("Stream {} failed: {}", completion_id, failed.message)
+            if done:
+                return  # the client already has the whole answer
             yield WireChunk.of(failed.body())
-        elif request.include_usage:
-            payload = encoder.usage(usage)
-            trace.openai_chunk(payload)
-            yield WireChunk.of(payload)
-        yield WireChunk.of(DONE)
+        elif not done and request.include_usage:
+            yield WireChunk.of(encoder.usage(None))
+        if not done:
+            yield WireChunk.of(DONE)
 
 
 def _activity_line(activity: dict[str, Any]) -> str:
