@@ -256,26 +256,26 @@ class LettaChatGenerator:
         stream_tokens: bool,
     ) -> None:
         client = async_client(self.connection)
+        # The raw SSE response: letta-client's typed stream closes the response at [DONE] without reading its end,
+        # which drops the connection, so every turn would pay a new TCP (and TLS) handshake to Letta. Letta keeps
+        # the response open a while after [DONE] (it finishes the run), so the end is read in the background.
+        opened = client.conversations.messages.with_streaming_response.create(
+            conversation_id,
+            agent_id=agent_id if conversation_id == DEFAULT_CONVERSATION else omit,
+            messages=messages,  # type: ignore[arg-type]
+            streaming=True,
+            stream_tokens=stream_tokens,
+            include_pings=self.include_pings,
+            client_tools=list(client_tools) if client_tools else omit,  # type: ignore[arg-type]
+            override_system=override_system if override_system else omit,
+        )
+        response = None
+        lines: AsyncIterator[str] | None = None
+        reached_done = False
         try:
-            # the raw SSE response, read to its end: letta-client's typed stream stops reading at [DONE] and
-            # closes the connection, so every turn would pay a new TCP (and TLS) handshake to Letta
-            async with client.conversations.messages.with_streaming_response.create(
-                conversation_id,
-                agent_id=agent_id if conversation_id == DEFAULT_CONVERSATION else omit,
-                messages=messages,  # type: ignore[arg-type]
-                streaming=True,
-                stream_tokens=stream_tokens,
-                include_pings=self.include_pings,
-                client_tools=list(client_tools) if client_tools else omit,  # type: ignore[arg-type]
-                override_system=override_system if override_system else omit,
-            ) as response:
-                async for name, event in sse_events(response.iter_lines()):
-                    if event_observer is not None:
-                        event_observer(event)
-                    if name == "error":
-                        translator.feed({**event, "message_type": "error_message"})
-                    else:
-                        await emit(translator.feed(event))
+            response = await opened.__aenter__()
+            lines = response.iter_lines()
+            reached_done = await _consume(sse_events(lines), translator, emit, event_observer)
         except OpenAIError:
             raise
         except asyncio.CancelledError:
@@ -283,12 +283,13 @@ class LettaChatGenerator:
             await asyncio.shield(self._cancel_run(agent_id, conversation_id, translator.outcome.run_id))
             raise
         except Exception as exc:  # noqa: BLE001 - every Letta failure becomes the turn's error
-            body = getattr(exc, "body", None)
-            if isinstance(body, dict) and body.get("message_type") == "error_message":
-                translator.feed(body)  # letta-client raises on the stream's `event: error` frame
-            if translator.outcome.error is None:
-                translator.outcome.error = from_letta_exception(exc)
-            logger.warning("Letta turn failed for agent {agent_id}: {error}", agent_id=agent_id, error=repr(exc))
+            _record_failure(translator, exc, agent_id)
+        finally:
+            if response is not None:
+                if reached_done and lines is not None:
+                    _drain_later(opened, lines)
+                else:
+                    await asyncio.shield(_close(opened))
         if translator.outcome.stop_reason is None and translator.outcome.error is None:
             translator.outcome.error = from_letta_exception(ConnectionError("Letta ended the stream early"))
 
@@ -314,11 +315,62 @@ class LettaChatGenerator:
             logger.warning("Could not cancel Letta run {run_id}: {error}", run_id=run_id, error=repr(exc))
 
 
+async def _consume(
+    events: AsyncIterator[tuple[str | None, dict[str, Any]]],
+    translator: LettaEventTranslator,
+    emit: Callable[[list[StreamingChunk]], Awaitable[None]],
+    event_observer: EventObserver | None,
+) -> bool:
+    """Translate events up to [DONE]; True when [DONE] was reached."""
+    async for name, event in events:
+        if name == DONE_EVENT:
+            return True
+        if event_observer is not None:
+            event_observer(event)
+        if name == "error":
+            translator.feed({**event, "message_type": "error_message"})
+        else:
+            await emit(translator.feed(event))
+    return False
+
+
+def _record_failure(translator: LettaEventTranslator, exc: Exception, agent_id: str) -> None:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and body.get("message_type") == "error_message":
+        translator.feed(body)  # Letta's own error event carried by the exception
+    if translator.outcome.error is None:
+        translator.outcome.error = from_letta_exception(exc)
+    logger.warning("Letta turn failed for agent {agent_id}: {error}", agent_id=agent_id, error=repr(exc))
+
+
+_DRAINING: set[asyncio.Task] = set()
+DONE_EVENT = "[DONE]"
+
+
+async def _close(opened: Any) -> None:
+    with contextlib.suppress(Exception):
+        await opened.__aexit__(None, None, None)
+
+
+def _drain_later(opened: Any, lines: AsyncIterator[str]) -> None:
+    """Read what follows [DONE] in the background, so the connection goes back to the pool."""
+
+    async def drain() -> None:
+        with contextlib.suppress(Exception):
+            async for _ in lines:
+                pass
+        await _close(opened)
+
+    task = asyncio.get_running_loop().create_task(drain())
+    _DRAINING.add(task)
+    task.add_done_callback(_DRAINING.discard)
+
+
 async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
     """
-    Letta's server-sent events as `(event name, JSON payload)`, read to the end of the response.
+    Letta's server-sent events as `(event name, JSON payload)`; `[DONE]` comes as `(DONE_EVENT, {})`.
 
-    `[DONE]` is skipped, not a reason to stop: reading on lets the HTTP connection be reused.
+    The caller decides whether to read on after `[DONE]` (reading to the end lets the connection be reused).
     """
     name: str | None = None
     data: list[str] = []
@@ -330,7 +382,9 @@ async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | Non
         elif not line and data:
             payload = "\n".join(data)
             data = []
-            if payload != "[DONE]":
+            if payload == "[DONE]":
+                yield DONE_EVENT, {}
+            else:
                 try:
                     event = json.loads(payload)
                 except ValueError:

@@ -134,7 +134,8 @@ class TestRun:
         assert "".join(c.content for c in chunks) == "You said: ponder this"
         assert chunks[-1].finish_reason == "stop"
         request = client.requests[0]
-        assert client.responses[0].read_to_end  # the connection can be reused
+        await asyncio.sleep(0.01)
+        assert client.responses[0].read_to_end  # read after [DONE] in the background: the connection is reused
         assert request["stream_tokens"] is True and request["include_pings"] is True
         assert request["messages"] == [{"role": "user", "content": "x", "otid": "o"}]
 
