@@ -283,10 +283,11 @@ def report(paths: dict[str, BenchPath], turns: int, warmup: int, elapsed: float,
         for t, r in zip(path.timings, path.records, strict=True):
             if not t.ok or r is None:
                 continue
-            letta_total = r["t_resp_last"] - r["t_req"]
+            letta_end = r.get("t_done") or r["t_resp_last"]  # Letta's answer ends at [DONE]
+            letta_total = letta_end - r["t_req"]
             at_letta.append(letta_total)
             pre.append(r["t_req"] - t.t0)
-            post.append(t.t0 + t.total - r["t_resp_last"])
+            post.append(t.t0 + t.total - letta_end)
             out_t.append(t.total - letta_total)
             if path.stream and r["assistant"] and not math.isnan(t.ttft):
                 out_tt.append(t.ttft - (r["assistant"][0] - r["t_req"]))
@@ -297,8 +298,9 @@ def report(paths: dict[str, BenchPath], turns: int, warmup: int, elapsed: float,
                      ms(median(out_t), 2), ms(percentile(out_t, 99), 2),
                      ms(median(out_tt), 2) if out_tt else "-", ms(percentile(out_tt, 99), 2) if out_tt else "-"])
     out.append("\n**Where the time goes, per request** (from the timing relay in front of Letta, ms: *at Letta* = "
-               "request's first byte in to response's last byte out; *before* = client send to the request "
-               "reaching Letta; *after* = Letta's last byte to the client's last byte; *outside* = total minus at "
+               "request's first byte in to Letta's `data: [DONE]` out (Letta keeps the response open after it); "
+               "*before* = client send to the request reaching Letta; *after* = Letta's [DONE] to the client's "
+               "last byte; *outside* = total minus at "
                "Letta; *outside TTFT* = client TTFT minus the time to Letta's first `assistant_message`)\n")
     out.append(md_table(["path", "n", "at Letta median", "before median", "before, first / last tenth",
                          "after median", "outside median",

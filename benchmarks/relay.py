@@ -7,7 +7,9 @@ Run as its own process (so it never competes with the benchmark client for the G
     python -m benchmarks.relay --target-port 8283 --port 9000 --out records.json
 
 It writes the records as JSON to `--out` when it gets SIGTERM. One record per HTTP request:
-`{"conn", "method", "path", "t_req" (first request byte), "t_resp_first", "t_resp_last", "assistant": [t, ...]}`
+`{"conn", "method", "path", "t_req" (first request byte), "t_resp_first", "t_resp_last", "t_done", "assistant": [...]}`
+(`t_done`: when Letta's `data: [DONE]` passed; Letta keeps a streamed response open a while after it, finishing the
+run, and a client that reads the response to its end sees that tail)
 where `assistant` holds the arrival time of every server read that carried an `assistant_message` event (one entry
 per occurrence). Times are `time.monotonic()` seconds, the same clock as in every other process on the machine.
 Requests on a keep-alive connection are told apart by direction changes (HTTP/1.1 without pipelining).
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 MARKER = b"assistant_message"
+DONE_MARKER = b"data: [DONE]"  # the end of Letta's answer; the response itself may stay open after it
 _METHODS = (b"GET ", b"POST ", b"PUT ", b"PATCH ", b"DELETE ", b"HEAD ", b"OPTIONS ")
 
 
@@ -35,7 +38,9 @@ class Relay:
         self.records: list[dict] = []
         self._conn_ids = 0
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(  # noqa: PLR0915 - one relay loop per direction, kept together
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self._conn_ids += 1
         conn = self._conn_ids
         try:
@@ -55,7 +60,8 @@ class Relay:
                         first = data.split(b"\r\n", 1)[0].split(b" ")
                         method, path = first[0], first[1] if len(first) > 1 else b"?"
                     current = {"conn": conn, "method": method.decode(), "path": path.decode("latin-1"),
-                               "t_req": now, "t_resp_first": None, "t_resp_last": None, "assistant": []}
+                               "t_req": now, "t_resp_first": None, "t_resp_last": None, "t_done": None,
+                               "assistant": []}
                     state["current"] = current
                     state["tail"] = b""
                     self.records.append(current)
@@ -76,7 +82,9 @@ class Relay:
                     window = state["tail"] + data
                     count = window.count(MARKER) - state["tail"].count(MARKER)
                     current["assistant"].extend([now] * count)
-                    state["tail"] = window[-(len(MARKER) - 1):]
+                    if current["t_done"] is None and DONE_MARKER in window:
+                        current["t_done"] = now
+                    state["tail"] = window[-(len(DONE_MARKER) - 1):]
                 await writer.drain()
 
         async def upstream_part() -> None:

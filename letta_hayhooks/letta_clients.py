@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from letta_client import AsyncLetta, Letta
+from letta_client import AsyncLetta, DefaultAsyncHttpxClient, Letta
 
 _LOCK = threading.Lock()
 _ASYNC_CLIENTS: dict[tuple[LettaConnection, int], AsyncLetta] = {}
@@ -53,7 +53,10 @@ def async_client(connection: LettaConnection) -> AsyncLetta:
         with _LOCK:
             client = _ASYNC_CLIENTS.get(key)
             if client is None:
-                client = AsyncLetta(**connection._kwargs())
+                # more pooled connections than letta-client's 100: turns in flight plus streams still being drained
+                http_client = DefaultAsyncHttpxClient(limits=httpx.Limits(max_connections=512,
+                                                                          max_keepalive_connections=64))
+                client = AsyncLetta(**connection._kwargs(), http_client=http_client)
                 _ASYNC_CLIENTS[key] = client
     return client
 
