@@ -98,6 +98,10 @@ def test_local_mode_round_trip(installed_venv: LettaVenv, tmp_path: Path) -> Non
     assert "SCRIPTED" in log.read_text()
     status = json.loads(run_cli(["status", "--json"], env, tmp_path).stdout)
     assert status["mode"] == "local" and status["running"] is True and status["data_dir"] == str(data_dir)
+    asked = subprocess.run([sys.executable, str(ROOT / "cli_client.py"), "--base-url", f"http://127.0.0.1:{port}",
+                            "ask", "demo", "hello"], capture_output=True, text=True, timeout=60, check=False,
+                           env={**env, "LETTA_HAYHOOKS_CLI_CONFIG_DIR": str(tmp_path / "cli")})
+    assert asked.returncode == 0 and asked.stdout.strip() == "You said: hello", asked.stderr
     sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=60)
     first = sdk.chat.completions.create(model="demo", extra_headers=headers,
                                         messages=[{"role": "user", "content": f"remember {fact}"}])
