@@ -284,8 +284,9 @@ def test_repl_two_turns_system_prompt_and_ctrl_c(server: Server, agents: SimpleN
         turn(child, "/system Answer briefly. SYSMARK-PTY", "System prompt set")
         turn(child, "SYSTEM?SYSMARK-PTY", "SYSTEM_HAS:SYSMARK-PTY=yes")
         child.expect_exact("> ")
-        child.sendline("DRIP:150:" + "z" * 60)  # about 9 s of streaming
-        time.sleep(2)
+        child.sendline("DRIP:250:" + "z" * 60)  # about 17 s of streaming
+        # a dumb terminal shows the answer only when it is complete, so wait a while instead: mid-stream
+        time.sleep(3)
         child.sendintr()
         child.expect_exact("(answer cancelled)")
         turn(child, "still here", "You said: still here")  # Ctrl-C did not leave the chat
