@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -258,12 +259,17 @@ def test_base_url_model_and_session_are_saved_and_reused(server: Server, agents:
 # ------------------------------------------------------------------------------------------------ the REPL in a pty
 
 
+def _default_sigint() -> None:
+    # a test run started in the background inherits SIGINT ignored; a user's terminal delivers Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn_chat(server: Server, model: str, config_dir: Path, *extra: str) -> pexpect.spawn:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LETTA_HAYHOOKS_")}
     env.update(LETTA_HAYHOOKS_CLI_CONFIG_DIR=str(config_dir), TERM="dumb", COLUMNS="120", LINES="40")
     child = pexpect.spawn(sys.executable, [str(ROOT / "cli_client.py"), "--base-url", server.url, "chat", model,
                                            *extra], env=env, cwd=str(ROOT), encoding="utf-8", timeout=30,
-                          dimensions=(40, 120))
+                          dimensions=(40, 120), preexec_fn=_default_sigint)
     child.logfile_read = (config_dir.parent / "pty.log").open("a", encoding="utf-8")
     return child
 
