@@ -247,7 +247,8 @@ def start_proxy(kind: str, letta_url: str, log_dir: Path, extra_env: dict[str, s
     """
     Start `letta-hayhooks serve` (kind="serve") or `hayhooks run` (kind="hayhooks-run") from the repository root.
 
-    `hayhooks run` gets the environment the README asks for (telemetry off, sequential deploy) and nothing else.
+    `hayhooks run` gets the environment the README asks for (telemetry off, sequential deploy, no span buffer) and
+    nothing else.
     """
     port = free_port()
     env = {
@@ -255,6 +256,7 @@ def start_proxy(kind: str, letta_url: str, log_dir: Path, extra_env: dict[str, s
         "LETTA_BASE_URL": letta_url,
         "HAYSTACK_TELEMETRY_ENABLED": "false",
         "HAYHOOKS_STARTUP_DEPLOY_STRATEGY": "sequential",
+        "HAYHOOKS_TRACING_INCLUDE_HAYSTACK_SPANS": "false",
         "HAYHOOKS_ADDITIONAL_PYTHON_PATH": str(ROOT),
         **(extra_env or {}),
     }
