@@ -3,8 +3,10 @@ The letta-hayhooks server: Hayhooks' app and OpenAI routes, plus what a producti
 
 Built with `hayhooks.create_app()` over the same `pipelines/` folder as `hayhooks run`, it adds:
 OpenAI error bodies for every failure, optional API keys, the deploy routes removed, `/health` that probes Letta,
-`/healthz` for liveness, a body-size limit, model resolution for raw agent ids and newly created agents, and an
-optional `/v1/letta/sessions` view. Hayhooks internals are not patched: everything is middleware and routes.
+`/healthz` for liveness, `/v1/models` with the agents' creation times plus `/v1/models/{model}`, clear 404s for the
+file-upload and Responses routes (which Hayhooks fakes or leaves unimplemented), a body-size limit, model resolution
+for raw agent ids and newly created agents, and an optional `/v1/letta/sessions` view.
+Hayhooks internals are not patched: everything is middleware and routes.
 
 Run it with `letta-hayhooks serve` (or `uvicorn --factory letta_hayhooks.app:create_server_app`).
 """
@@ -19,7 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from hayhooks import create_app, log
@@ -28,6 +30,7 @@ from hayhooks.server.utils.deploy_utils import rebuild_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
+from components.agent_router import AgentInfo
 from letta_hayhooks import __version__
 from letta_hayhooks.agent_models import AgentModels, default_models
 from letta_hayhooks.errors import OpenAIError, invalid_request, model_not_found, too_large
@@ -244,6 +247,69 @@ async def probe_letta(settings: Settings) -> dict[str, Any]:
         return {"reachable": False, "latency_ms": None, "error": type(exc).__name__}
 
 
+def _model_object(info: AgentInfo) -> dict[str, Any]:
+    return {
+        "id": info.model_id,
+        "object": "model",
+        "created": info.created,  # the agent's creation time, not the time of the request
+        "owned_by": "letta",
+        "name": info.name,
+        "letta_agent_id": info.id,
+    }
+
+
+# Hayhooks' OpenAI routes that Letta agents cannot serve: its file upload answers 200 without storing the file, and
+# its Responses route answers 501, which the openai SDK retries. Both get a plain 404 with the reason instead.
+_UNSUPPORTED = {
+    "/v1/files": "File uploads are not supported: send images inline as `image_url` content parts.",
+    "/v1/responses": "The Responses API is not supported: use /v1/chat/completions.",
+}
+
+
+def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModels]) -> None:
+    """
+    `GET /v1/models` with the agents' real creation times, `GET /v1/models/{model}` (the openai SDK's
+    `models.retrieve`), which Hayhooks lacks, and clear refusals for the routes in `_UNSUPPORTED`.
+
+    They go first in the route table, ahead of Hayhooks' own routes for the same paths.
+    """
+    router = APIRouter(tags=["openai"])
+
+    def refuse(message: str) -> Callable[[], Awaitable[JSONResponse]]:
+        async def unsupported() -> JSONResponse:
+            return _json_response(404, error_body(404, message, code="unsupported_endpoint"))
+
+        return unsupported
+
+    for path, message in _UNSUPPORTED.items():
+        for alias in (path, path.removeprefix("/v1")):
+            router.add_api_route(alias, refuse(message), methods=["POST"], include_in_schema=False)
+
+    @router.get("/v1/models", summary="List models (one per served Letta agent)")
+    @router.get("/models", include_in_schema=False)
+    async def list_models() -> JSONResponse:
+        agent_models = current_models()
+        served = [info for model_id, info in agent_models.catalog.agents.items() if model_id in agent_models.wrappers]
+        return _json_response(200, {"object": "list", "data": [_model_object(info) for info in served]})
+
+    @router.get("/v1/models/{model:path}", summary="Retrieve a model (an agent name or a raw agent id)")
+    @router.get("/models/{model:path}", include_in_schema=False)
+    async def retrieve_model(model: str) -> JSONResponse:
+        agent_models = current_models()
+        try:
+            info = await agent_models.catalog.resolve(model)
+        except OpenAIError as error:
+            return _json_response(error.status, error.body())
+        agent_models.apply()  # an agent created since the last refresh is served from now on
+        return _json_response(200, _model_object(info))
+
+    before = len(app.router.routes)
+    app.include_router(router)
+    added = app.router.routes[before:]
+    del app.router.routes[before:]
+    app.router.routes[:0] = added
+
+
 def create_server_app(settings: Settings | None = None, models: AgentModels | None = None) -> FastAPI:
     """Build the server app (Hayhooks' app plus the production pieces)."""
     settings = settings or get_settings()
@@ -264,6 +330,7 @@ def create_server_app(settings: Settings | None = None, models: AgentModels | No
 
     app.router.lifespan_context = lifespan
     app.state.letta_settings = settings
+    _install_openai_routes(app, current_models)
 
     @app.get("/healthz", tags=["status"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -69,6 +69,34 @@ def test_stream_without_usage_option_has_no_usage_chunk(server: Server, agent) -
     assert all(json.loads(p)["choices"] for p in payloads[:-1])
 
 
+def test_models_carry_agent_creation_times_and_can_be_retrieved(server: Server, agent) -> None:
+    """Proves `/v1/models` shows when each agent was created (not the request time) and `models.retrieve` works."""
+    created = int(agent.created_at.timestamp())
+    time.sleep(max(0.0, created + 1.5 - time.time()))  # so "now" can no longer pass for the creation time
+    sdk = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=60)
+    listed = {model.id: model for model in sdk.models.list()}
+    assert listed[agent.name].created == created and listed[agent.name].owned_by == "letta"
+    assert listed[agent.name].model_extra["letta_agent_id"] == agent.id
+    by_name, by_id = sdk.models.retrieve(agent.name), sdk.models.retrieve(agent.id)
+    assert by_name.id == by_id.id == agent.name and by_name.created == by_id.created == created
+    with pytest.raises(openai.NotFoundError) as missing:
+        sdk.models.retrieve("ghost-agent")
+    assert missing.value.body["code"] == "model_not_found" and "ghost-agent" in missing.value.body["message"]
+    assert httpx.get(f"{server.url}/models/{agent.name}", timeout=30).json()["id"] == agent.name
+
+
+def test_file_upload_and_responses_api_are_refused_clearly(server: Server, agent) -> None:
+    """Proves a file upload is not answered with a made-up file id and the Responses API fails fast (no 5xx retries)."""
+    sdk = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=60)
+    with pytest.raises(openai.NotFoundError) as upload:
+        sdk.files.create(file=("notes.txt", b"remember this"), purpose="assistants")
+    assert upload.value.body["code"] == "unsupported_endpoint" and "image_url" in upload.value.body["message"]
+    with pytest.raises(openai.NotFoundError) as responses:
+        sdk.responses.create(model=agent.name, input="hello")
+    assert responses.value.body["code"] == "unsupported_endpoint"
+    assert "/v1/chat/completions" in responses.value.body["message"]
+
+
 def test_error_classes_match_the_openai_sdk(letta_backend: Backend, server: Server, server_factory, agent) -> None:
     sdk = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=60)
     with pytest.raises(openai.NotFoundError) as not_found:
