@@ -601,12 +601,12 @@ def _package(frame: str) -> str:
 
 
 def _short(frame: str) -> str:
-    # "func (/long/path/site-packages/pkg/mod.py:12)" -> "func (pkg/mod.py:12)"
+    # "func (<venv>/site-packages/pkg/mod.py:12)" -> "func (pkg/mod.py:12)"; the repository root is cut off too
     if "(" not in frame:
         return frame
     func, _, where = frame.partition(" (")
     where = where.rstrip(")")
-    for marker in ("site-packages/", "/work/main/", "/lib/python3.11/"):
+    for marker in ("site-packages/", f"{ROOT}/", "/lib/python3.11/"):
         if marker in where:
             where = where.split(marker, 1)[1]
     return f"{func} ({where})"
