@@ -85,6 +85,18 @@ def test_models_carry_agent_creation_times_and_can_be_retrieved(server: Server, 
     assert httpx.get(f"{server.url}/models/{agent.name}", timeout=30).json()["id"] == agent.name
 
 
+def test_sampling_parameters_are_accepted_and_left_to_the_agent(server: Server, agent) -> None:
+    """Proves what the SDKs and chat UIs send by default does not turn a turn into an error (the README's promise)."""
+    sdk = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=60)
+    reply = sdk.chat.completions.create(
+        model=agent.name, messages=[{"role": "user", "content": "with knobs"}], temperature=0.2, top_p=0.9,
+        max_tokens=64, max_completion_tokens=64, stop=["\n\n"], seed=7, presence_penalty=0.1, frequency_penalty=0.1,
+        response_format={"type": "text"}, logprobs=False, parallel_tool_calls=False,
+        extra_headers={"X-Session-Id": f"knobs-{uuid.uuid4().hex}"},
+    )
+    assert reply.choices[0].message.content == "You said: with knobs" and reply.choices[0].finish_reason == "stop"
+
+
 def test_file_upload_and_responses_api_are_refused_clearly(server: Server, agent) -> None:
     """Proves a file upload is not answered with a made-up file id and the Responses API fails fast (no 5xx retries)."""
     sdk = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=60)
