@@ -313,8 +313,10 @@ class _Cli(click.Group):
 
 
 def format_created(timestamp: Any) -> str:
-    """A unix timestamp as a local date and time (`-` when missing or invalid)."""
+    """A unix timestamp as a local date and time (`-` when missing, zero or invalid)."""
     try:
+        if not int(timestamp):
+            return "-"  # the server did not know when the agent was created
         return datetime.fromtimestamp(int(timestamp), tz=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     except (TypeError, ValueError, OverflowError, OSError):
         return "-"

@@ -225,6 +225,7 @@ class TestHelpers:
         assert format_created(1_700_000_000) == "2023-11-14 22:13:20"
         assert format_created(None) == "-"
         assert format_created("soon") == "-"
+        assert format_created(0) == "-"
 
     def test_flatten(self) -> None:
         body = {"status": "ok", "letta": {"reachable": True, "version": "0.16.8"}, "extra": {}}
