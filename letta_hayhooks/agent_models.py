@@ -29,6 +29,18 @@ _GC_INTERVAL_SECONDS = 3600.0
 _STARTUP_POLL_SECONDS = 30.0
 
 
+def agent_model_object(info: AgentInfo) -> dict[str, Any]:
+    """An agent as an OpenAI model object."""
+    return {
+        "id": info.model_id,
+        "object": "model",
+        "created": info.created,  # the agent's creation time, not the time of the request
+        "owned_by": "letta",
+        "name": info.name,
+        "letta_agent_id": info.id,
+    }
+
+
 class AgentWrapper(BasePipelineWrapper):
     """The Hayhooks wrapper of one Letta agent: a thin shell around its `AgentChat`."""
 
@@ -96,6 +108,28 @@ class AgentModels:
                 self.wrappers[model_id] = wrapper
                 log.info("Model '{}' -> Letta agent {}", model_id, info.id)
             self._remove_hidden()
+
+    # ---- model objects (what /v1/models shows)
+    def model_objects(self) -> list[dict[str, Any]]:
+        """Every registered model in the registry's order, as OpenAI model objects (see `model_object`)."""
+        objects = [self.model_object(name) for name in self.registry.get_names()]
+        return [obj for obj in objects if obj is not None]
+
+    def model_object(self, name: str) -> dict[str, Any] | None:
+        """
+        One registered model as an OpenAI model object; None when nothing is registered under `name`.
+
+        An agent shows its creation time, its name and `letta_agent_id`; another pipeline someone deployed next to
+        the agents shows as Hayhooks' (with `created` 0: Hayhooks does not know when it was deployed).
+        """
+        wrapper = self.wrappers.get(name)
+        if wrapper is not None:
+            # the catalogue may have dropped the agent a moment before the registry does
+            info = self.catalog.by_id.get(wrapper.chat.agent_id) or AgentInfo(wrapper.chat.agent_id, name, name)
+            return agent_model_object(info)
+        if self.registry.get(name) is None:
+            return None
+        return {"id": name, "object": "model", "created": 0, "owned_by": "hayhooks", "name": name}
 
     def refresh(self) -> bool:
         """Refresh the catalogue from Letta (blocking) and apply it; False when Letta could not be listed."""

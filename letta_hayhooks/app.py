@@ -30,9 +30,8 @@ from hayhooks.server.utils.deploy_utils import rebuild_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
-from components.agent_router import AgentInfo
 from letta_hayhooks import __version__
-from letta_hayhooks.agent_models import AgentModels, default_models
+from letta_hayhooks.agent_models import AgentModels, agent_model_object, default_models
 from letta_hayhooks.errors import OpenAIError, invalid_request, model_not_found, too_large
 from letta_hayhooks.maintenance import list_sessions
 from letta_hayhooks.settings import Settings, get_settings
@@ -247,17 +246,6 @@ async def probe_letta(settings: Settings) -> dict[str, Any]:
         return {"reachable": False, "latency_ms": None, "error": type(exc).__name__}
 
 
-def _model_object(info: AgentInfo) -> dict[str, Any]:
-    return {
-        "id": info.model_id,
-        "object": "model",
-        "created": info.created,  # the agent's creation time, not the time of the request
-        "owned_by": "letta",
-        "name": info.name,
-        "letta_agent_id": info.id,
-    }
-
-
 # Hayhooks' OpenAI routes that Letta agents cannot serve: its file upload answers 200 without storing the file, and
 # its Responses route answers 501, which the openai SDK retries. Both get a plain 404 with the reason instead.
 _UNSUPPORTED = {
@@ -288,20 +276,21 @@ def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModel
     @router.get("/v1/models", summary="List models (one per served Letta agent)")
     @router.get("/models", include_in_schema=False)
     async def list_models() -> JSONResponse:
-        agent_models = current_models()
-        served = [info for model_id, info in agent_models.catalog.agents.items() if model_id in agent_models.wrappers]
-        return _json_response(200, {"object": "list", "data": [_model_object(info) for info in served]})
+        return _json_response(200, {"object": "list", "data": current_models().model_objects()})
 
     @router.get("/v1/models/{model:path}", summary="Retrieve a model (an agent name or a raw agent id)")
     @router.get("/models/{model:path}", include_in_schema=False)
     async def retrieve_model(model: str) -> JSONResponse:
         agent_models = current_models()
-        try:
-            info = await agent_models.catalog.resolve(model)
-        except OpenAIError as error:
-            return _json_response(error.status, error.body())
-        agent_models.apply()  # an agent created since the last refresh is served from now on
-        return _json_response(200, _model_object(info))
+        found = agent_models.model_object(model)
+        if found is None:
+            try:
+                info = await agent_models.catalog.resolve(model)  # a raw agent id, or an agent created just now
+            except OpenAIError as error:
+                return _json_response(error.status, error.body())
+            agent_models.apply()  # served from now on
+            found = agent_model_object(info)
+        return _json_response(200, found)
 
     before = len(app.router.routes)
     app.include_router(router)
