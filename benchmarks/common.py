@@ -33,6 +33,7 @@ from letta_hayhooks.local_letta import (
     LettaVenv,
     LocalLetta,
     free_port,
+    terminate,
 )
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository root (hayhooks run starts here)
@@ -169,19 +170,6 @@ def machine_markdown(info: dict[str, str]) -> str:
 # ---------------------------------------------------------------- processes
 
 
-def _terminate(process: subprocess.Popen | None, grace: float = 15.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait(5)
-
-
 @contextlib.contextmanager
 def letta_server(workdir: Path, stub_env: dict[str, str] | None = None) -> Iterator[LocalLetta]:
     """A Letta server with the scripted model, in `workdir`, stopped at the end."""
@@ -240,7 +228,7 @@ class Proxy:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self) -> None:
-        _terminate(self.process)
+        terminate(self.process, grace=15.0)
 
 
 def start_proxy(kind: str, letta_url: str, log_dir: Path, extra_env: dict[str, str] | None = None) -> Proxy:
@@ -327,7 +315,7 @@ class TimingRelay:
 
     def stop(self) -> list[dict[str, Any]]:
         """Stop the relay and return its records."""
-        _terminate(self.process)
+        terminate(self.process, grace=15.0)
         out = self.workdir / f"relay-{self.port}.json"
         self.records = json.loads(out.read_text()) if out.exists() else []
         return self.records
@@ -569,13 +557,7 @@ class PySpy:
         return self
 
     def stop(self) -> Path:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        terminate(self.process, grace=60.0, sig=signal.SIGINT)
         return self.out
 
 

@@ -263,7 +263,7 @@ class LocalLetta:
 
     def stop_letta(self) -> None:
         """Stop only the Letta server (fault tests kill and restart it)."""
-        _terminate(self.letta_process)
+        terminate(self.letta_process)
         self.letta_process = None
 
     def restart_letta(self, timeout: float = 180.0) -> None:
@@ -273,8 +273,8 @@ class LocalLetta:
 
     def stop(self) -> None:
         """Stop what this object started, by PID."""
-        _terminate(self.letta_process)
-        _terminate(self.stub_process)
+        terminate(self.letta_process)
+        terminate(self.stub_process)
         self.letta_process = None
         self.stub_process = None
 
@@ -284,11 +284,12 @@ def _clean_env() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith(("LETTA_PG", "OPENAI_"))}
 
 
-def _terminate(process: subprocess.Popen | None, grace: float = 10.0) -> None:
+def terminate(process: subprocess.Popen | None, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """Stop a child process: `sig`, then SIGKILL when it is still running after `grace` seconds."""
     if process is None or process.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
     try:
         process.wait(grace)
     except subprocess.TimeoutExpired:

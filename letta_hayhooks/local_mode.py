@@ -73,7 +73,8 @@ def read_state(data_dir: Path) -> LocalState | None:
         return None
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """True when a process with this PID exists."""
     if not pid:
         return False
     try:
@@ -96,9 +97,9 @@ def status(settings: Settings) -> dict[str, Any]:
         "letta_url": state.letta_url,
         "model": state.model,
         "scripted_model": state.scripted,
-        "running": _pid_alive(state.letta_pid),
-        "letta_pid_alive": _pid_alive(state.letta_pid),
-        "proxy_pid_alive": _pid_alive(state.proxy_pid),
+        "running": pid_alive(state.letta_pid),
+        "letta_pid_alive": pid_alive(state.letta_pid),
+        "proxy_pid_alive": pid_alive(state.proxy_pid),
     }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,14 @@ import httpx
 import pytest
 from letta_client import Letta
 
-from letta_hayhooks.local_letta import STUB_EMBEDDING_HANDLE, STUB_MODEL_HANDLE, LettaVenv, LocalLetta, free_port
+from letta_hayhooks.local_letta import (
+    STUB_EMBEDDING_HANDLE,
+    STUB_MODEL_HANDLE,
+    LettaVenv,
+    LocalLetta,
+    free_port,
+    terminate,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -104,13 +110,7 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        terminate(self.process, grace=15.0)
 
 
 def start_server(

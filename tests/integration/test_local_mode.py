@@ -23,6 +23,7 @@ import pytest
 from letta_client import Letta
 
 from letta_hayhooks.local_letta import LettaVenv, free_port
+from letta_hayhooks.local_mode import pid_alive
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,16 +69,6 @@ def stop(process: subprocess.Popen) -> None:
     assert process.wait(60) == 0
 
 
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def installed_venv() -> LettaVenv:
     venv = LettaVenv()
@@ -108,7 +99,7 @@ def test_local_mode_round_trip(installed_venv: LettaVenv, tmp_path: Path) -> Non
     assert first.choices[0].message.content == f"You said: remember {fact}"
     demo_id = Letta(base_url=state["letta_url"], timeout=30).agents.list(name="demo").items[0].id
     stop(process)
-    assert not alive(state["letta_pid"]) and not alive(state["stub_pid"])
+    assert not pid_alive(state["letta_pid"]) and not pid_alive(state["stub_pid"])
 
     process = start(env, tmp_path, port, log)
     second_state = json.loads((data_dir / "local-mode.json").read_text())
@@ -121,7 +112,7 @@ def test_local_mode_round_trip(installed_venv: LettaVenv, tmp_path: Path) -> Non
     assert again.choices[0].message.content == f"RECALL:{fact}=yes"
     stop(process)
     for pid in (second_state["letta_pid"], second_state["stub_pid"], second_state["proxy_pid"]):
-        assert not alive(pid)
+        assert not pid_alive(pid)
     assert not run_cli(["status", "--json"], env, tmp_path).stdout.count('"running": true')
 
 
