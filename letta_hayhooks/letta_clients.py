@@ -77,33 +77,44 @@ def sync_client(connection: LettaConnection) -> Letta:
 _MAX_PAGES = 200
 
 
+class _Pages:
+    """The state of one walk over a paginated list: the items so far and the cursor of the next page."""
+
+    def __init__(self, limit: int, params: dict[str, Any]) -> None:
+        self.limit = limit
+        self.params = params
+        self.items: list[Any] = []
+        self.seen: set[str] = set()
+        self.after: str | None = None
+
+    def request(self) -> dict[str, Any]:
+        """The arguments of the next page's call."""
+        return {"limit": self.limit, **({"after": self.after} if self.after else {}), **self.params}
+
+    def take(self, page: Any) -> bool:
+        """Keep a page's new items; True when another page may follow."""
+        batch = [item for item in getattr(page, "items", page) if item.id not in self.seen]
+        self.items.extend(batch)
+        self.seen.update(item.id for item in batch)
+        if len(batch) < self.limit:
+            return False
+        self.after = batch[-1].id
+        return True
+
+
 def all_items(list_page: Any, *, limit: int = 100, **params: Any) -> list[Any]:
     """Every item of a paginated list endpoint (blocking), following `after` cursors."""
-    items: list[Any] = []
-    seen: set[str] = set()
-    after = None
+    pages = _Pages(limit, params)
     for _ in range(_MAX_PAGES):
-        page = list_page(limit=limit, **({"after": after} if after else {}), **params)
-        batch = [item for item in getattr(page, "items", page) if item.id not in seen]
-        items.extend(batch)
-        seen.update(item.id for item in batch)
-        if len(batch) < limit:
+        if not pages.take(list_page(**pages.request())):
             break
-        after = batch[-1].id
-    return items
+    return pages.items
 
 
 async def all_items_async(list_page: Any, *, limit: int = 100, **params: Any) -> list[Any]:
     """Every item of a paginated list endpoint, following `after` cursors."""
-    items: list[Any] = []
-    seen: set[str] = set()
-    after = None
+    pages = _Pages(limit, params)
     for _ in range(_MAX_PAGES):
-        page = await list_page(limit=limit, **({"after": after} if after else {}), **params)
-        batch = [item for item in getattr(page, "items", page) if item.id not in seen]
-        items.extend(batch)
-        seen.update(item.id for item in batch)
-        if len(batch) < limit:
+        if not pages.take(await list_page(**pages.request())):
             break
-        after = batch[-1].id
-    return items
+    return pages.items
