@@ -150,6 +150,14 @@ def save_config(data: dict[str, str]) -> Path:
     return path
 
 
+def saved_session(state: AppState, missing: str) -> str:
+    """The session saved by the last chat or ask; a usage error saying `missing` when there is none."""
+    session_id = state.saved.get("session")
+    if not session_id:
+        raise click.UsageError(missing)
+    return session_id
+
+
 def check_session_id(session: str) -> str:
     """
     A session id the server accepts.
@@ -666,10 +674,7 @@ def ask(state: AppState, model: str, message: str, stream: bool, system_prompt: 
         msg = "the message is empty"
         raise click.UsageError(msg)
     if session_id is None and resume:
-        session_id = state.saved.get("session")
-        if not session_id:
-            msg = "no saved session to continue: pass --session ID"
-            raise click.UsageError(msg)
+        session_id = saved_session(state, "no saved session to continue: pass --session ID")
     if session_id is not None:
         session_id = check_session_id(session_id)
     messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
@@ -888,10 +893,7 @@ def chat(state: AppState, model: str | None, session_id: str | None, resume: boo
         msg = f"no model given and none saved: pass one (`{PROG} models` lists them)"
         raise click.UsageError(msg)
     if session_id is None and resume:
-        session_id = state.saved.get("session")
-        if not session_id:
-            msg = "no saved session to resume"
-            raise click.UsageError(msg)
+        session_id = saved_session(state, "no saved session to resume")
     session_id = check_session_id(session_id) if session_id else str(uuid.uuid4())
     with get_err_console().status("Connecting…"):
         ids = [m.id for m in _list_models(state)]
