@@ -183,25 +183,25 @@ async def _run_level(level: Level, sessions: list[tuple[str, str, str]], turns: 
                      letta_url: str) -> None:
     """sessions: (session key, model name, agent id)."""
     start = asyncio.Event()
-    limits = httpx.Limits(max_connections=level.sessions + 20, max_keepalive_connections=level.sessions + 20)
-    if proxy_url is not None:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(900, connect=30), limits=limits) as client:
-            tasks = [asyncio.create_task(_proxy_session(client, proxy_url, model, key, turns, start))
-                     for key, model, _ in sessions]
-            await asyncio.sleep(0.2)
-            t0 = clock()
-            start.set()
-            results = await asyncio.gather(*tasks)
-            level.wall = clock() - t0
-    else:
-        client = AsyncLetta(base_url=letta_url, timeout=900, max_retries=0)
-        tasks = [asyncio.create_task(_floor_session(client, agent_id, key, turns, start))
-                 for key, _, agent_id in sessions]
+
+    async def race(sessions_started: list) -> list[list[Turn]]:
+        # every session is waiting on `start` before the clock starts, so they all begin together
+        tasks = [asyncio.create_task(session) for session in sessions_started]
         await asyncio.sleep(0.2)
         t0 = clock()
         start.set()
-        results = await asyncio.gather(*tasks)
+        done = await asyncio.gather(*tasks)
         level.wall = clock() - t0
+        return done
+
+    limits = httpx.Limits(max_connections=level.sessions + 20, max_keepalive_connections=level.sessions + 20)
+    if proxy_url is not None:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(900, connect=30), limits=limits) as client:
+            results = await race([_proxy_session(client, proxy_url, model, key, turns, start)
+                                  for key, model, _ in sessions])
+    else:
+        client = AsyncLetta(base_url=letta_url, timeout=900, max_retries=0)
+        results = await race([_floor_session(client, agent_id, key, turns, start) for key, _, agent_id in sessions])
         await client.close()
     for session_turns in results:
         level.turns += session_turns
