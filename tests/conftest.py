@@ -37,6 +37,14 @@ os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "false")
 os.environ.setdefault("HAYSTACK_DESERIALIZATION_ALLOWLIST", "components.*")
 
 
+def isolate_cli_config(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point the CLI's config dir at `directory` and drop the client variables of the outside shell."""
+    monkeypatch.setenv("LETTA_HAYHOOKS_CLI_CONFIG_DIR", str(directory))
+    monkeypatch.delenv("LETTA_HAYHOOKS_URL", raising=False)
+    monkeypatch.delenv("LETTA_HAYHOOKS_API_KEY", raising=False)
+    return directory
+
+
 def load_events(name: str) -> list[dict]:
     """A recorded Letta event sequence (one JSON object per line) from tests/fixtures/letta_events."""
     path = FIXTURES / "letta_events" / f"{name}.jsonl"

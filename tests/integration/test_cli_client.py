@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 
 from cli_client import cli
 from letta_hayhooks.local_letta import free_port
-from tests.conftest import ROOT, Backend, Server, wait_for_model
+from tests.conftest import ROOT, Backend, Server, isolate_cli_config, wait_for_model
 from tests.tcp_relay import TcpRelay
 
 pytestmark = pytest.mark.integration
@@ -45,11 +45,7 @@ def agents(letta_backend: Backend, server: Server) -> SimpleNamespace:
 
 @pytest.fixture(autouse=True)
 def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    directory = tmp_path / "cli-config"
-    monkeypatch.setenv("LETTA_HAYHOOKS_CLI_CONFIG_DIR", str(directory))
-    monkeypatch.delenv("LETTA_HAYHOOKS_URL", raising=False)
-    monkeypatch.delenv("LETTA_HAYHOOKS_API_KEY", raising=False)
-    return directory
+    return isolate_cli_config(tmp_path / "cli-config", monkeypatch)
 
 
 def run(server: Server | None, *args: str, input: str | None = None) -> Result:  # noqa: A002 - CliRunner's name

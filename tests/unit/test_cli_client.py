@@ -44,16 +44,13 @@ from cli_client import (
     translate_error,
 )
 from letta_hayhooks.local_letta import free_port
+from tests.conftest import isolate_cli_config
 
 
 @pytest.fixture(autouse=True)
 def isolated_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own config dir and no client variables from the outside."""
-    directory = tmp_path / "cfg"
-    monkeypatch.setenv("LETTA_HAYHOOKS_CLI_CONFIG_DIR", str(directory))
-    monkeypatch.delenv("LETTA_HAYHOOKS_URL", raising=False)
-    monkeypatch.delenv("LETTA_HAYHOOKS_API_KEY", raising=False)
-    return directory
+    return isolate_cli_config(tmp_path / "cfg", monkeypatch)
 
 
 @pytest.fixture
