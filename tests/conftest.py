@@ -183,6 +183,14 @@ def server(letta_backend: Backend, server_factory: Callable[..., Server]) -> Ser
     return server_factory(letta_backend.base_url, extra_env={"LETTA_HAYHOOKS_SESSIONS_ROUTE": "1"})
 
 
+@pytest.fixture(scope="module")
+def agent(request: pytest.FixtureRequest, letta_backend: Backend, server: Server):
+    """A fresh agent for one test module (named after it), already served by `server`."""
+    created = letta_backend.create_agent(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_"))
+    wait_for_model(server.url, created.name)
+    return created
+
+
 def wait_for_model(base_url: str, model: str, timeout: float = 15.0, headers: dict | None = None) -> None:
     """Wait until `model` is listed by a server's /v1/models."""
     deadline = time.monotonic() + timeout

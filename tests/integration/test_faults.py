@@ -36,13 +36,6 @@ def tally(status: int | None, *, malformed: bool = False) -> None:
 
 
 @pytest.fixture(scope="module")
-def agent(letta_backend: Backend, server: Server):
-    created = letta_backend.create_agent("faults")
-    wait_for_model(server.url, created.name)
-    return created
-
-
-@pytest.fixture(scope="module")
 def roomy(letta_backend: Backend, server_factory, agent) -> Server:
     """A server with a deep session queue and a short turn timeout."""
     proxy = server_factory(letta_backend.base_url, extra_env={

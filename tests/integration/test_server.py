@@ -24,13 +24,6 @@ from tests.tcp_relay import TcpRelay
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def agent(letta_backend: Backend, server: Server):
-    created = letta_backend.create_agent("server")
-    wait_for_model(server.url, created.name)
-    return created
-
-
 def sse_payloads(response: httpx.Response) -> list[str]:
     """The `data:` payloads of an SSE response, in order."""
     return [line[len("data: "):] for line in response.iter_lines() if line.startswith("data: ")]

@@ -23,13 +23,6 @@ from tests.conftest import Backend, Server, wait_for_model
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def agent(letta_backend: Backend, server: Server):
-    created = letta_backend.create_agent("sessions")
-    wait_for_model(server.url, created.name)
-    return created
-
-
 def sdk(server: Server, session: str | None = None, **headers: str) -> openai.OpenAI:
     extra = {"X-Session-Id": session} if session else {}
     extra.update(headers)
