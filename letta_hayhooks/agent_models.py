@@ -8,6 +8,8 @@ answers for it. Agents created later are added and deleted ones removed without 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncGenerator
@@ -140,8 +142,18 @@ class AgentModels:
 
     def hide(self, name: str, wrapper: Any) -> None:
         """Keep a non-agent pipeline (the folder's own wrapper) out of the model list once it is registered."""
-        self._hidden.append((name, wrapper))
-        self._remove_hidden()
+        with self._lock:
+            self._hidden.append((name, wrapper))
+            self._remove_hidden()
+        # Hayhooks registers a wrapper right after its setup() returns, on the event loop during start-up (sequential
+        # deploy): a callback on that loop runs before the first request is served. The refresh thread's polling
+        # covers the other cases (a parallel deploy calls setup() in a worker thread).
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_soon(self._remove_hidden_locked)
+
+    def _remove_hidden_locked(self) -> None:
+        with self._lock:
+            self._remove_hidden()
 
     def _remove_hidden(self) -> None:
         for name, wrapper in list(self._hidden):
@@ -173,8 +185,7 @@ class AgentModels:
             timeout = 0.1 if startup else max(0.05, next_refresh - time.monotonic())
             if self._stop.wait(timeout):
                 return
-            with self._lock:
-                self._remove_hidden()
+            self._remove_hidden_locked()
             if time.monotonic() >= next_refresh:
                 self.refresh()
                 next_refresh = time.monotonic() + self.settings.refresh_interval
