@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from letta_hayhooks.local_letta import (
+from letta_hayhooks.local.letta_server import (
     STUB_EMBEDDING_HANDLE,
     STUB_MODEL_HANDLE,
     LettaVenv,

@@ -52,7 +52,9 @@ def _wrap_async(owner: object, attr: str, label: str) -> None:
 
 def _instrumented_serve(out: str, argv: list[str]) -> None:
     """Run `letta-hayhooks serve` in this process with the marks installed; SIGUSR1 writes them to `out`."""
-    import letta_hayhooks.hayhooks_env  # noqa: F401, PLC0415 - before Hayhooks is imported
+    from letta_hayhooks.server import hayhooks_defaults  # noqa: PLC0415
+
+    hayhooks_defaults.apply()  # before Hayhooks is imported, as `letta-hayhooks serve` does
 
     def dump(*_args: object) -> None:
         Path(out).write_text("\n".join(f"{name}\t{t}" for name, t in _MARKS))
@@ -60,8 +62,7 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
 
     signal.signal(signal.SIGUSR1, dump)
     from haystack import Pipeline  # noqa: PLC0415
-
-    from components import (  # noqa: PLC0415
+    from letta_hayhooks.components import (  # noqa: PLC0415
         AgentRouter,
         LettaChatGenerator,
         PromptOverlay,
@@ -70,7 +71,9 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
         ToolSync,
         stream_adapter,
     )
-    from letta_hayhooks import agent_models, app, chat_service  # noqa: PLC0415
+
+    from letta_hayhooks.chat import service as chat_service  # noqa: PLC0415
+    from letta_hayhooks.server import agent_models, app  # noqa: PLC0415
 
     _wrap_async(app.ChatRequestGate, "__call__", "1 chat gate (body read, JSON, model)")
     _wrap_async(agent_models.AgentWrapper, "run_chat_completion_async", "2 Hayhooks -> wrapper")

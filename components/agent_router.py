@@ -15,7 +15,7 @@ from haystack import component, default_from_dict, default_to_dict, logging
 from haystack.utils import Secret, deserialize_secrets_inplace
 
 from letta_hayhooks.errors import from_letta_exception, model_not_found
-from letta_hayhooks.letta_clients import LettaConnection, all_items, all_items_async, async_client, sync_client
+from letta_hayhooks.letta_access.clients import LettaConnection, all_items, all_items_async, async_client, sync_client
 
 logger = logging.getLogger(__name__)
 

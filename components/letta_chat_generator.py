@@ -15,10 +15,10 @@ from haystack import component, default_from_dict, default_to_dict, logging
 from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk, select_streaming_callback
 from haystack.utils import Secret, deserialize_secrets_inplace
 from letta_client import omit
+from letta_hayhooks.components.stream_adapter import ESCAPED_TOKEN_AGENT_TYPES, LettaEventTranslator
 
-from components.stream_adapter import ESCAPED_TOKEN_AGENT_TYPES, LettaEventTranslator
 from letta_hayhooks.errors import OpenAIError, from_letta_exception
-from letta_hayhooks.letta_clients import LettaConnection, async_client
+from letta_hayhooks.letta_access.clients import LettaConnection, async_client
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from haystack import component, default_from_dict, default_to_dict, logging
 from haystack.utils import Secret, deserialize_secrets_inplace
 from letta_client import omit
 
-from letta_hayhooks.letta_clients import LettaConnection, async_client
+from letta_hayhooks.letta_access.clients import LettaConnection, async_client
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from haystack.utils import Secret, deserialize_secrets_inplace
 from letta_client import omit
 
 from letta_hayhooks.errors import from_letta_exception, invalid_request
-from letta_hayhooks.letta_clients import LettaConnection, async_client
+from letta_hayhooks.letta_access.clients import LettaConnection, async_client
 from letta_hayhooks.openai_request import content_digest, message_text, to_letta_content
 
 logger = logging.getLogger(__name__)

@@ -11,10 +11,10 @@ from typing import Any
 from haystack import component, default_from_dict, default_to_dict, logging
 from haystack.utils import Secret, deserialize_secrets_inplace
 from letta_client import omit
+from letta_hayhooks.components.session_resolver import chronological
 
-from components.session_resolver import chronological
 from letta_hayhooks.errors import from_letta_exception, invalid_request
-from letta_hayhooks.letta_clients import LettaConnection, async_client
+from letta_hayhooks.letta_access.clients import LettaConnection, async_client
 from letta_hayhooks.openai_request import ReadOnlyList, message_text
 
 logger = logging.getLogger(__name__)

@@ -46,10 +46,13 @@ def main(ctx: click.Context) -> None:
 def serve(host: str | None, port: int | None) -> None:
     """Start the server (local mode when LETTA_BASE_URL is not set)."""
     settings = _settings()
+    from letta_hayhooks.server import hayhooks_defaults  # noqa: PLC0415
+
+    hayhooks_defaults.apply()  # before Hayhooks is imported: it reads its settings once, at import
     from hayhooks.settings import settings as hayhooks_settings  # noqa: PLC0415
 
-    from letta_hayhooks.local_letta import LocalLettaError  # noqa: PLC0415
-    from letta_hayhooks.local_mode import LocalMode, is_local_mode  # noqa: PLC0415
+    from letta_hayhooks.local.launcher import LocalMode, is_local_mode  # noqa: PLC0415
+    from letta_hayhooks.local.letta_server import LocalLettaError  # noqa: PLC0415
 
     host = host or hayhooks_settings.host
     port = port or hayhooks_settings.port
@@ -72,7 +75,7 @@ def serve(host: str | None, port: int | None) -> None:
             local.banner(state, f"http://{host}:{port}")
         from hayhooks import run_app  # noqa: PLC0415
 
-        from letta_hayhooks.app import create_server_app  # noqa: PLC0415
+        from letta_hayhooks.server.app import create_server_app  # noqa: PLC0415
 
         run_app(create_server_app(settings), host=host, port=port)
     except KeyboardInterrupt:
@@ -89,7 +92,7 @@ def status(as_json: bool) -> None:
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
-    from letta_hayhooks.local_mode import status as local_status  # noqa: PLC0415
+    from letta_hayhooks.local.launcher import status as local_status  # noqa: PLC0415
 
     info = local_status(_settings())
     if as_json:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from letta_client import Letta
 
-from letta_hayhooks.local_letta import (
+from letta_hayhooks.local.letta_server import (
     STUB_EMBEDDING_HANDLE,
     STUB_MODEL_HANDLE,
     LettaVenv,
@@ -34,7 +34,7 @@ from letta_hayhooks.local_letta import (
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "false")
-os.environ.setdefault("HAYSTACK_DESERIALIZATION_ALLOWLIST", "components.*")
+os.environ.setdefault("HAYSTACK_DESERIALIZATION_ALLOWLIST", "letta_hayhooks.components.*")
 
 
 def isolate_cli_config(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

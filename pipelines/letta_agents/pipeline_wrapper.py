@@ -7,13 +7,18 @@ in step with Letta. This folder's own wrapper is not a model: it takes itself ou
 Hayhooks registers it.
 """
 
-from fastapi_openai_compat import ChatCompletion
-from hayhooks import BasePipelineWrapper
-from starlette.datastructures import Headers
+from letta_hayhooks.server import hayhooks_defaults
 
-from letta_hayhooks.agent_models import default_models
-from letta_hayhooks.chat_service import http_error
-from letta_hayhooks.errors import model_not_found
+# An entry point under plain `hayhooks run`: Haystack's telemetry off before anything imports Haystack's pipelines.
+hayhooks_defaults.apply()
+
+from fastapi_openai_compat import ChatCompletion  # noqa: E402
+from hayhooks import BasePipelineWrapper  # noqa: E402
+from starlette.datastructures import Headers  # noqa: E402
+
+from letta_hayhooks.chat.service import http_error  # noqa: E402
+from letta_hayhooks.errors import model_not_found  # noqa: E402
+from letta_hayhooks.server.agent_models import default_models  # noqa: E402
 
 # Hayhooks names a pipeline after its folder; this name is kept out of /v1/models.
 FOLDER_NAME = "letta_agents"

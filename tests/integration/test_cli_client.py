@@ -21,9 +21,9 @@ import httpx
 import pexpect
 import pytest
 from click.testing import CliRunner, Result
+from letta_hayhooks.cli_client import cli
 
-from cli_client import cli
-from letta_hayhooks.local_letta import free_port
+from letta_hayhooks.local.letta_server import free_port
 from tests.conftest import ROOT, Backend, Server, isolate_cli_config, wait_for_model
 from tests.tcp_relay import TcpRelay
 

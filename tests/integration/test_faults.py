@@ -15,8 +15,8 @@ import uuid
 import httpx
 import openai
 import pytest
+from letta_hayhooks.components.session_resolver import SUMMARY_PREFIX, session_digest
 
-from components.session_resolver import SUMMARY_PREFIX, session_digest
 from tests.conftest import Backend, Server, wait_for_model
 
 pytestmark = pytest.mark.integration

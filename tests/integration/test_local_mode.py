@@ -22,8 +22,8 @@ import openai
 import pytest
 from letta_client import Letta
 
-from letta_hayhooks.local_letta import LettaVenv, free_port
-from letta_hayhooks.local_mode import pid_alive
+from letta_hayhooks.local.launcher import pid_alive
+from letta_hayhooks.local.letta_server import LettaVenv, free_port
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

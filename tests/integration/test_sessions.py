@@ -15,9 +15,9 @@ import uuid
 import httpx
 import openai
 import pytest
+from letta_hayhooks.components.prompt_overlay import overlay_label
+from letta_hayhooks.components.session_resolver import SUMMARY_PREFIX, session_digest
 
-from components.prompt_overlay import overlay_label
-from components.session_resolver import SUMMARY_PREFIX, session_digest
 from tests.conftest import Backend, Server, wait_for_model
 
 pytestmark = pytest.mark.integration
@@ -101,7 +101,7 @@ def test_otids_are_deterministic_and_reach_letta(letta_backend: Backend, server:
     (conversation,) = our_conversations(letta_backend, agent.id, key)
     page = letta_backend.client.conversations.messages.list(conversation.id, order="asc", limit=50)
     sent = [m for m in page.items if m.message_type == "user_message"]
-    from components.session_resolver import turn_otid
+    from letta_hayhooks.components.session_resolver import turn_otid
 
     expected = turn_otid(session_digest(agent.id, key), [{"role": "user", "content": "otid please"}], 0)
     assert [m.otid for m in sent] == [expected]
@@ -263,8 +263,8 @@ def test_system_prompt_over_the_limit_is_413(server: Server, agent) -> None:
 
 
 def test_stale_prompt_blocks_are_garbage_collected(letta_backend: Backend, server: Server, agent) -> None:
-    from letta_hayhooks.letta_clients import LettaConnection
-    from letta_hayhooks.maintenance import delete_stale_overlays
+    from letta_hayhooks.letta_access.clients import LettaConnection
+    from letta_hayhooks.server.maintenance import delete_stale_overlays
 
     key = f"gc-{uuid.uuid4().hex}"
     ask(sdk(server, key), agent.name, [{"role": "system", "content": "collect me"},

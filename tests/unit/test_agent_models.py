@@ -7,7 +7,7 @@ import uuid
 from hayhooks import BasePipelineWrapper
 from hayhooks.server.pipelines.registry import registry as hayhooks_registry
 
-from letta_hayhooks.agent_models import AgentModels
+from letta_hayhooks.server.agent_models import AgentModels
 from letta_hayhooks.settings import Settings
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from haystack import Pipeline
+from letta_hayhooks.components import AgentRouter
+from letta_hayhooks.components.agent_router import AgentCatalog, CatalogFilter, advertise
 
-from components import AgentRouter
-from components.agent_router import AgentCatalog, CatalogFilter, advertise
 from letta_hayhooks.errors import OpenAIError
-from letta_hayhooks.letta_clients import LettaConnection
+from letta_hayhooks.letta_access.clients import LettaConnection
 
 
 def test_unique_names_are_model_ids_duplicates_and_shadowing_names_are_not() -> None:

@@ -21,12 +21,7 @@ import httpx
 import openai
 import pytest
 from click.testing import CliRunner
-from openai.types.chat import ChatCompletionChunk
-from rich.console import Console
-from rich.spinner import Spinner
-
-import cli_client
-from cli_client import (
+from letta_hayhooks.cli_client import (
     AppState,
     ChatRepl,
     TurnView,
@@ -43,7 +38,12 @@ from cli_client import (
     suggest_models,
     translate_error,
 )
-from letta_hayhooks.local_letta import free_port
+from openai.types.chat import ChatCompletionChunk
+from rich.console import Console
+from rich.spinner import Spinner
+
+from letta_hayhooks import cli_client
+from letta_hayhooks.local.letta_server import free_port
 from tests.conftest import isolate_cli_config
 
 

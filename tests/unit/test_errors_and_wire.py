@@ -9,10 +9,10 @@ import httpx
 import letta_client
 import pytest
 
-from letta_hayhooks.debug_trace import redact
+from letta_hayhooks.chat.debug_trace import redact
+from letta_hayhooks.chat.idempotency import IdempotencyStore
 from letta_hayhooks.errors import from_letta_exception, model_not_found
-from letta_hayhooks.idempotency import IdempotencyStore
-from letta_hayhooks.wire import DONE, WireChunk
+from letta_hayhooks.openai_wire import DONE, WireChunk
 
 
 def status_error(status: int, body: object) -> letta_client.APIStatusError:

@@ -6,13 +6,13 @@ import asyncio
 import json
 from typing import Any
 
+import letta_hayhooks.components.letta_chat_generator as generator_module
 import pytest
 from haystack import Pipeline
 from haystack.dataclasses import StreamingChunk
 from haystack.utils import Secret
+from letta_hayhooks.components import LettaChatGenerator
 
-import components.letta_chat_generator as generator_module
-from components import LettaChatGenerator
 from letta_hayhooks.errors import OpenAIError
 from tests.conftest import load_events
 
@@ -93,7 +93,7 @@ class TestInitAndSerialization:
     def test_to_dict_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("LETTA_API_KEY", raising=False)
         assert LettaChatGenerator().to_dict() == {
-            "type": "components.letta_chat_generator.LettaChatGenerator",
+            "type": "letta_hayhooks.components.letta_chat_generator.LettaChatGenerator",
             "init_parameters": {
                 "base_url": "http://localhost:8283",
                 "api_key": {"type": "env_var", "env_vars": ["LETTA_API_KEY"], "strict": False},

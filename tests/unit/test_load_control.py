@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from letta_hayhooks.chat.load_control import LoadController
 from letta_hayhooks.errors import OpenAIError
-from letta_hayhooks.load_control import LoadController
 
 
 def controller(**kwargs) -> LoadController:

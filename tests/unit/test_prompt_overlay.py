@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from components import PromptOverlay
-from components.prompt_overlay import compose_system, normalize_prompt, overlay_label, prompt_hash, render_block
-from components.session_resolver import session_digest
+from letta_hayhooks.components import PromptOverlay
+from letta_hayhooks.components.prompt_overlay import (
+    compose_system,
+    normalize_prompt,
+    overlay_label,
+    prompt_hash,
+    render_block,
+)
+from letta_hayhooks.components.session_resolver import session_digest
 
 COMPILED = "<base_instructions>x</base_instructions>\n<memory_blocks>\n<persona>\np\n</persona>\n</memory_blocks>\n" \
            "<memory_metadata>\n- AGENT_ID: a\n</memory_metadata>"
@@ -56,7 +62,7 @@ class _FailingBlocks:
 
 
 async def test_block_failure_falls_back_to_the_request_prompt(monkeypatch) -> None:
-    import components.prompt_overlay as overlay_module
+    import letta_hayhooks.components.prompt_overlay as overlay_module
 
     fake = _FailingBlocks()
     monkeypatch.setattr(overlay_module, "async_client", lambda _connection: fake)

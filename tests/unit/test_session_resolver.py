@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from haystack import Pipeline
+from letta_hayhooks.components import SessionResolver
+from letta_hayhooks.components.session_resolver import check_session_key, chronological, session_digest, turn_otid
 
-from components import SessionResolver
-from components.session_resolver import check_session_key, chronological, session_digest, turn_otid
 from letta_hayhooks.errors import OpenAIError
 
 

@@ -9,14 +9,14 @@ from haystack import Pipeline
 from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCall, ToolCallDelta
 from hypothesis import given
 from hypothesis import strategies as st
-
-from components.stream_adapter import (
+from letta_hayhooks.components.stream_adapter import (
     JsonStringDecoder,
     LettaEventTranslator,
     OpenAIChunkEncoder,
     StreamAdapter,
     completion_from_reply,
 )
+
 from tests.conftest import load_events
 
 CODE = 'Here:\n```python\nprint("a\\nb")  # C:\\new\\table\n```\ncaf\u00e9 \U0001F600 "quoted"'

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from components.prompt_overlay import OVERLAY_TAG, overlay_label
-from components.session_resolver import SUMMARY_PREFIX
-from letta_hayhooks.letta_clients import LettaConnection, all_items, async_client, sync_client
+from letta_hayhooks.components.prompt_overlay import OVERLAY_TAG, overlay_label
+from letta_hayhooks.components.session_resolver import SUMMARY_PREFIX
+from letta_hayhooks.letta_access.clients import LettaConnection, all_items, async_client, sync_client
 
 
 def _meta(block: Any) -> dict[str, Any]:

@@ -23,7 +23,10 @@ from hayhooks.events import create_status_event
 from haystack import Pipeline
 from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCallDelta
 
-from components import (
+from letta_hayhooks.chat.debug_trace import DebugTrace
+from letta_hayhooks.chat.idempotency import IdempotencyStore
+from letta_hayhooks.chat.load_control import LoadController, Ticket
+from letta_hayhooks.components import (
     AgentRouter,
     LettaChatGenerator,
     PromptOverlay,
@@ -31,15 +34,12 @@ from components import (
     StreamAdapter,
     ToolSync,
 )
-from components.session_resolver import check_session_key, session_digest
-from components.stream_adapter import OpenAIChunkEncoder
-from letta_hayhooks.debug_trace import DebugTrace
+from letta_hayhooks.components.session_resolver import check_session_key, session_digest
+from letta_hayhooks.components.stream_adapter import OpenAIChunkEncoder
 from letta_hayhooks.errors import OpenAIError, from_letta_exception, upstream_timeout
-from letta_hayhooks.idempotency import IdempotencyStore
-from letta_hayhooks.load_control import LoadController, Ticket
 from letta_hayhooks.openai_request import ChatRequest, ReadOnlyList, validate_chat_request
+from letta_hayhooks.openai_wire import DONE, WireChunk
 from letta_hayhooks.settings import Settings
-from letta_hayhooks.wire import DONE, WireChunk
 
 
 def build_agent_pipeline(settings: Settings) -> Pipeline:

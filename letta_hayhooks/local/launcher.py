@@ -19,7 +19,7 @@ from letta_client import Letta
 from rich.console import Console
 from rich.panel import Panel
 
-from letta_hayhooks.local_letta import (
+from letta_hayhooks.local.letta_server import (
     STUB_EMBEDDING_HANDLE,
     STUB_MODEL_HANDLE,
     LettaVenv,

@@ -1,12 +1,12 @@
 """
-A real Letta 0.16.8 server on SQLite, on loopback, from the kit in `letta_hayhooks/letta_kit/`.
+A real Letta 0.16.8 server on SQLite, on loopback, from the kit in `letta_hayhooks/local/kit/`.
 
 Used by local mode (no `LETTA_BASE_URL`), by the test suite and by the benchmarks. Letta runs in its own
 virtualenv (its pinned dependencies differ from Hayhooks'), created on first use. Behind it runs either a real
 OpenAI-compatible provider (when a provider key is set) or the kit's scripted model.
 
-    python -m letta_hayhooks.local_letta install     # create the Letta virtualenv (about 1-2 minutes, 1.1 GB)
-    python -m letta_hayhooks.local_letta start       # scripted model + Letta in the foreground; Ctrl-C stops both
+    python -m letta_hayhooks.local.letta_server install  # create the Letta virtualenv (about 1-2 minutes, 1.1 GB)
+    python -m letta_hayhooks.local.letta_server start    # scripted model + Letta in the foreground; Ctrl-C stops both
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KIT_DIR = Path(__file__).resolve().parent / "letta_kit"
+KIT_DIR = Path(__file__).resolve().parent / "kit"
 LETTA_VERSION = "0.16.8"
 LETTA_CLIENT_VERSION = "1.12.1"
 STUB_MODEL_HANDLE = "openai-proxy/stub-model"
@@ -188,7 +188,7 @@ class LocalLetta:
         """
         if not self.venv.installed():
             msg = (f"the Letta server is not installed in {self.venv.path}; "
-                   "run: python -m letta_hayhooks.local_letta install")
+                   "run: python -m letta_hayhooks.local.letta_server install")
             raise LocalLettaError(msg)
         try:
             (self.home / "logs").mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,9 @@ from hayhooks import BasePipelineWrapper, log
 from hayhooks.server.pipelines.registry import registry as hayhooks_registry
 from starlette.datastructures import Headers
 
-from components.agent_router import AgentCatalog, AgentInfo, CatalogFilter
-from letta_hayhooks.chat_service import AgentChat, SharedState
-from letta_hayhooks.letta_clients import LettaConnection
+from letta_hayhooks.chat.service import AgentChat, SharedState
+from letta_hayhooks.components.agent_router import AgentCatalog, AgentInfo, CatalogFilter
+from letta_hayhooks.letta_access.clients import LettaConnection
 from letta_hayhooks.settings import Settings, get_settings
 
 # Garbage collection of stale system-prompt blocks runs at most this often.
@@ -195,7 +195,7 @@ class AgentModels:
 
     def collect_garbage(self) -> int:
         """Delete system-prompt blocks unused for longer than the overlay TTL; returns how many."""
-        from letta_hayhooks.maintenance import delete_stale_overlays  # noqa: PLC0415 - only needed hourly
+        from letta_hayhooks.server.maintenance import delete_stale_overlays  # noqa: PLC0415 - only needed hourly
 
         try:
             return delete_stale_overlays(self.connection, self.settings.overlay_ttl_hours * 3600)

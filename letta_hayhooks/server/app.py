@@ -8,7 +8,7 @@ file-upload and Responses routes (which Hayhooks fakes or leaves unimplemented),
 for raw agent ids and newly created agents, and an optional `/v1/letta/sessions` view.
 Hayhooks internals are not patched: everything is middleware and routes.
 
-Run it with `letta-hayhooks serve` (or `uvicorn --factory letta_hayhooks.app:create_server_app`).
+Run it with `letta-hayhooks serve` (or `uvicorn --factory letta_hayhooks.server.app:create_server_app`).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
 from letta_hayhooks import __version__
-from letta_hayhooks.agent_models import AgentModels, agent_model_object, default_models
 from letta_hayhooks.errors import OpenAIError, invalid_request, model_not_found, too_large
-from letta_hayhooks.maintenance import list_sessions
+from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models
+from letta_hayhooks.server.maintenance import list_sessions
 from letta_hayhooks.settings import Settings, get_settings
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable, Callable], Awaitable[None]]

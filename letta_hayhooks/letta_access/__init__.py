@@ -1,0 +1,1 @@
+"""Access to Letta: clients, conversation targets and paging, the agent catalogue, Letta stream events."""
