@@ -5,16 +5,19 @@ The `letta-hayhooks` command: run the server, with a local Letta server when `LE
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from letta_hayhooks import __version__
 
+if TYPE_CHECKING:
+    from letta_hayhooks.settings import Settings
 
-def _settings():
+
+def _settings() -> Settings:
     from letta_hayhooks.settings import SettingsError, get_settings  # noqa: PLC0415
 
     try:
@@ -25,6 +28,15 @@ def _settings():
 
 # Measured with benchmarks/concurrency.py: 100 concurrent streams, 0 errors with 8 (9 Letta errors with 128).
 LOCAL_MAX_INFLIGHT = 8
+
+
+def local_settings(settings: Settings, letta_url: str) -> Settings:
+    """The settings for a proxy in front of the local Letta at `letta_url` (the environment is left as it is)."""
+    update: dict[str, object] = {"letta_base_url": letta_url}
+    if "max_inflight" not in settings.model_fields_set:
+        # SQLite serialises writes: beyond a few concurrent turns the local Letta answers "database is locked"
+        update["max_inflight"] = LOCAL_MAX_INFLIGHT
+    return settings.model_copy(update=update)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -65,13 +77,7 @@ def serve(host: str | None, port: int | None) -> None:
                 state = local.start(proxy_port=port)
             except LocalLettaError as exc:
                 raise click.ClickException(str(exc)) from None
-            os.environ["LETTA_BASE_URL"] = state.letta_url
-            # SQLite serialises writes: beyond a few concurrent turns the local Letta answers "database is locked"
-            os.environ.setdefault("LETTA_HAYHOOKS_MAX_INFLIGHT", str(LOCAL_MAX_INFLIGHT))
-            from letta_hayhooks.settings import get_settings  # noqa: PLC0415
-
-            get_settings.cache_clear()
-            settings = get_settings()
+            settings = local_settings(settings, state.letta_url)
             local.banner(state, f"http://{host}:{port}")
         from hayhooks import run_app  # noqa: PLC0415
 
