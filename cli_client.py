@@ -599,14 +599,43 @@ class _StderrStatus:
             self.open_line = False
 
 
-def _ask_stream(state: AppState, kwargs: dict[str, Any], *, as_json: bool) -> None:
-    """One streamed answer: tokens to stdout, status to stderr (or every chunk as JSON)."""
+def completion_from_stream(chunks: list[Any]) -> dict[str, Any]:
+    """
+    One `chat.completion` object (as a non-streamed request returns it) assembled from a streamed answer's chunks:
+    content, reasoning_content and tool calls joined, the finish reason, and the usage when the stream carried it.
+    """
+    view = TurnView()
+    for chunk in chunks:
+        view.feed(chunk)
+    first = chunks[0] if chunks else None
+    message: dict[str, Any] = {"role": "assistant", "content": view.content or (None if view.tool_calls else "")}
+    if view.reasoning:
+        message["reasoning_content"] = view.reasoning
+    if view.tool_calls:
+        message["tool_calls"] = [
+            {"id": call["id"], "type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}}
+            for _, call in sorted(view.tool_calls.items())]
+    completion: dict[str, Any] = {
+        "id": getattr(first, "id", ""),
+        "object": "chat.completion",
+        "created": getattr(first, "created", 0),
+        "model": getattr(first, "model", ""),
+        "choices": [{"index": 0, "message": message, "finish_reason": view.finish_reason}],
+    }
+    if view.usage is not None:
+        completion["usage"] = view.usage.to_dict()
+    return completion
+
+
+def _ask_stream(state: AppState, kwargs: dict[str, Any], *, as_json: bool, raw_chunks: bool = False) -> None:
+    """One streamed answer: tokens to stdout, status to stderr (or the assembled completion / every chunk as JSON)."""
     out, err = get_console(), get_err_console()
     client = state.client()
-    if as_json:
+    if as_json or raw_chunks:
         with friendly_errors(state, kwargs["model"]):
-            chunks = [chunk.to_dict() for chunk in client.chat.completions.create(stream=True, **kwargs)]
-        _write_raw(out, json.dumps(chunks, indent=2) + "\n")
+            chunks = list(client.chat.completions.create(stream=True, **kwargs))
+        data = [chunk.to_dict() for chunk in chunks] if raw_chunks else completion_from_stream(chunks)
+        _write_raw(out, json.dumps(data, indent=2) + "\n")
         return
     view, status, wrote = TurnView(), _StderrStatus(err), ""
     spinner = err.status("Waiting for the agent…")
@@ -663,11 +692,16 @@ def _ask_once(state: AppState, kwargs: dict[str, Any], *, as_json: bool) -> None
 @click.option("--system", "system_prompt", metavar="TEXT", help="System prompt (kept by the server for the session).")
 @click.option("--session", "session_id", metavar="ID", help="Session id: turns with the same id share a conversation.")
 @click.option("-c", "--continue", "resume", is_flag=True, help="Continue the last saved session.")
-@click.option("--json", "as_json", is_flag=True, help="Print the raw response JSON (a list of chunks when streaming).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the answer as one chat.completion JSON object (assembled from the stream when streaming).")
+@click.option("--raw-chunks", is_flag=True, help="Print the raw stream: a JSON list of chat.completion.chunk objects.")
 @click.pass_obj
 def ask(state: AppState, model: str, message: str, stream: bool, system_prompt: str | None,
-        session_id: str | None, resume: bool, as_json: bool) -> None:
+        session_id: str | None, resume: bool, as_json: bool, raw_chunks: bool) -> None:
     """Ask MODEL one question; MESSAGE `-` reads it from stdin."""
+    if raw_chunks and (as_json or not stream):
+        msg = "--raw-chunks prints the stream itself: it goes without --json and --no-stream"
+        raise click.UsageError(msg)
     if message == "-":
         message = sys.stdin.read().rstrip("\n")
     if not message.strip():
@@ -681,7 +715,7 @@ def ask(state: AppState, model: str, message: str, stream: bool, system_prompt: 
         {"role": "user", "content": message}]
     kwargs = _chat_kwargs(model, messages, session_id)
     if stream:
-        _ask_stream(state, kwargs, as_json=as_json)
+        _ask_stream(state, kwargs, as_json=as_json, raw_chunks=raw_chunks)
     else:
         _ask_once(state, kwargs, as_json=as_json)
     state.connected()

@@ -21,8 +21,8 @@ import httpx
 import pexpect
 import pytest
 from click.testing import CliRunner, Result
-from letta_hayhooks.cli_client import cli
 
+from letta_hayhooks.cli_client import cli
 from letta_hayhooks.local.letta_server import free_port
 from tests.conftest import ROOT, Backend, Server, isolate_cli_config, wait_for_model
 from tests.tcp_relay import TcpRelay
@@ -96,16 +96,23 @@ def test_ask_answers_on_stdout_with_reasoning_on_stderr(server: Server, agents: 
     assert f"Thinking about: hello {mode}" in result.stderr
 
 
-def test_ask_json_non_stream_is_the_chat_completion(server: Server, agents: SimpleNamespace) -> None:
-    result = run(server, "ask", agents.main, "json please", "--no-stream", "--json")
+@pytest.mark.parametrize("mode", ["--stream", "--no-stream"])
+def test_ask_json_is_one_chat_completion(server: Server, agents: SimpleNamespace, mode: str) -> None:
+    # what `ask --json | jq -r '.choices[0].message.content'` relies on, streamed or not
+    result = run(server, "ask", agents.main, f"THINK:json please {mode}", mode, "--json")
     assert result.exit_code == 0, result.output
     completion = json.loads(result.stdout)
     assert completion["object"] == "chat.completion"
-    assert completion["choices"][0]["message"]["content"] == "You said: json please"
+    assert completion["model"] == agents.main and completion["id"]
+    choice = completion["choices"][0]
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"] == f"You said: json please {mode}"
+    assert choice["message"]["reasoning_content"] == f"Thinking about: json please {mode}"
+    assert choice["finish_reason"] == "stop"
 
 
-def test_ask_json_stream_is_the_list_of_chunks(server: Server, agents: SimpleNamespace) -> None:
-    result = run(server, "ask", agents.main, "THINK:chunks please", "--json")
+def test_ask_raw_chunks_is_the_list_of_chunks(server: Server, agents: SimpleNamespace) -> None:
+    result = run(server, "ask", agents.main, "THINK:chunks please", "--raw-chunks")
     assert result.exit_code == 0, result.output
     chunks = json.loads(result.stdout)
     assert all(chunk["object"] == "chat.completion.chunk" for chunk in chunks)

@@ -21,6 +21,11 @@ import httpx
 import openai
 import pytest
 from click.testing import CliRunner
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from rich.console import Console
+from rich.spinner import Spinner
+
+from letta_hayhooks import cli_client
 from letta_hayhooks.cli_client import (
     AppState,
     ChatRepl,
@@ -38,11 +43,6 @@ from letta_hayhooks.cli_client import (
     suggest_models,
     translate_error,
 )
-from openai.types.chat import ChatCompletionChunk
-from rich.console import Console
-from rich.spinner import Spinner
-
-from letta_hayhooks import cli_client
 from letta_hayhooks.local.letta_server import free_port
 from tests.conftest import isolate_cli_config
 
@@ -454,6 +454,86 @@ class TestRepl:
         assert "cannot reach letta-hayhooks" in captured.err
         assert "Bye." in captured.out
         assert repl.transcript == []
+
+
+def _serve_answers(monkeypatch: pytest.MonkeyPatch, chunks: list[ChatCompletionChunk],
+                   completion: ChatCompletion | None = None) -> list[dict[str, Any]]:
+    """The SDK client of every `ask`: streams `chunks`, or returns `completion` when not streaming."""
+    calls: list[dict[str, Any]] = []
+
+    def create(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return FakeStream(chunks) if kwargs.get("stream") else completion
+
+    client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
+    monkeypatch.setattr(AppState, "client", lambda _state: client)
+    return calls
+
+
+USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+ANSWER = [
+    _chunk({"role": "assistant", "content": ""}),
+    _chunk({"reasoning_content": "Thinking about: hi"}),
+    _chunk({"letta_tool_activity": _activity("call")}),
+    _chunk({"content": "You said: "}),
+    _chunk({"content": "hi"}),
+    _chunk({}, finish="stop"),
+    ChatCompletionChunk.model_validate({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
+                                        "model": "m", "choices": [], "usage": USAGE}),
+]
+
+
+class TestAskJson:
+    def test_streamed_json_is_one_completion(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        calls = _serve_answers(monkeypatch, ANSWER)
+        result = _run("ask", "helper", "hi", "--json")
+        assert result.exit_code == 0, result.output
+        assert calls[0]["stream"] is True
+        completion = json.loads(result.stdout)
+        assert completion == {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                "role": "assistant", "content": "You said: hi", "reasoning_content": "Thinking about: hi"}}],
+            "usage": USAGE,
+        }
+
+    def test_streamed_tool_calls_are_joined(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        _serve_answers(monkeypatch, STREAM)
+        completion = json.loads(_run("ask", "helper", "weather?", "--json").stdout)
+        choice = completion["choices"][0]
+        assert choice["finish_reason"] == "tool_calls"
+        assert choice["message"]["content"] == "You said: **tea**"
+        assert choice["message"]["tool_calls"] == [{"id": "call_9", "type": "function", "function": {
+            "name": "get_weather", "arguments": '{"city": "Paris"}'}}]
+        assert "usage" not in completion  # this stream carried none
+
+    def test_non_streamed_json_is_the_servers_completion(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        body = {"id": "chatcmpl-2", "object": "chat.completion", "created": 5, "model": "helper",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "You said: hi"}}]}
+        calls = _serve_answers(monkeypatch, [], ChatCompletion.model_validate(body))
+        result = _run("ask", "helper", "hi", "--no-stream", "--json")
+        assert result.exit_code == 0, result.output
+        assert "stream" not in calls[0]
+        assert json.loads(result.stdout) == body
+
+    def test_raw_chunks_are_the_stream(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        _serve_answers(monkeypatch, ANSWER)
+        result = _run("ask", "helper", "hi", "--raw-chunks")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout) == [chunk.to_dict() for chunk in ANSWER]
+
+    @pytest.mark.parametrize("extra", ["--json", "--no-stream"])
+    def test_raw_chunks_go_alone(self, monkeypatch: pytest.MonkeyPatch, extra: str) -> None:
+        calls = _serve_answers(monkeypatch, ANSWER)
+        result = _run("ask", "helper", "hi", "--raw-chunks", extra)
+        assert result.exit_code == 2
+        assert "--raw-chunks" in result.stderr
+        assert calls == []
+
+    def test_help_names_both(self) -> None:
+        text = _run("ask", "--help").stdout
+        assert "one chat.completion JSON object" in text and "--raw-chunks" in text
 
 
 def test_module_exposes_cli_for_the_entry_point() -> None:
