@@ -8,19 +8,70 @@ the assistant's last tool calls.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import hashlib
+import ipaddress
 import json
+import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from letta_hayhooks.errors import invalid_request, too_large
+from letta_hayhooks.errors import OpenAIError, invalid_request, too_large
+
+if TYPE_CHECKING:
+    from letta_hayhooks.settings import Settings
 
 TOOL_ACTIVITY_MODES = frozenset({"none", "reasoning", "status", "delta"})
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _IMAGE_DATA_URL = re.compile(r"^data:(image/[A-Za-z0-9.+-]+);base64,(.*)$", re.S)
+# Deeper than any real transcript or tool schema; the bound keeps every later walk (and Letta's) off the stack limit.
+MAX_NESTING = 100
+_MAX_INT32 = 2**31 - 1
+_MAX_IMAGE_URL_CHARS = 8192
+# Distinct image host names one request may make the proxy resolve; lookups run on their own small pool.
+_MAX_IMAGE_HOSTS = 16
+_RESOLVE_TIMEOUT = 5.0
+_DNS_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="image-url-dns")
+# Cloud metadata services by name; their addresses (169.254.169.254, fd00:ec2::254) are link-local or unique-local.
+_METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata.goog", "metadata", "instance-data",
+                             "instance-data.ec2.internal", "metadata.azure.com"})
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """
+    What one request may carry and make Letta fetch. The defaults equal the settings' defaults.
+
+    Build it once from the server's settings with `RequestLimits.from_settings(settings)`.
+    """
+
+    max_messages: int = 5000
+    max_new_user_messages: int = 64
+    max_content_parts: int = 256
+    max_system_bytes: int = 1_048_576
+    image_urls: str = "public"  # "public" or "off"
+    image_url_allowed_hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RequestLimits:
+        """The limits configured in `settings`."""
+        return cls(
+            max_messages=settings.max_messages,
+            max_new_user_messages=settings.max_new_user_messages,
+            max_content_parts=settings.max_content_parts,
+            max_system_bytes=settings.max_system_prompt_bytes,
+            image_urls=str(settings.image_urls),
+            image_url_allowed_hosts=frozenset(settings.image_url_allowed_hosts),
+        )
 
 
 class ReadOnlyList(Sequence):
@@ -79,6 +130,8 @@ class ChatRequest:
     tool_choice: str
     user: str | None
     tool_activity: str | None = None
+    # image host names still to resolve before Letta may fetch them: host -> (port, param of its first use)
+    image_hosts: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 def message_text(content: Any) -> str:
@@ -90,7 +143,143 @@ def message_text(content: Any) -> str:
     return "\n".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
 
 
-def _check_content(message: dict[str, Any], i: int) -> None:  # noqa: PLR0912 - one branch per content kind
+def _not_allowed(message: str, param: str) -> OpenAIError:
+    return invalid_request(message, param=param, code="image_url_not_allowed")
+
+
+def _blocked_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for anything but a public unicast address, also when hidden inside an IPv6 form."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+        if address in _NAT64:
+            embedded.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        if any(inner is not None and _blocked_address(inner) for inner in embedded):
+            return True
+    return (not address.is_global or address.is_multicast or address.is_reserved or address.is_private
+            or address.is_loopback or address.is_link_local or address.is_unspecified)
+
+
+def _check_data_url(url: str, param: str) -> None:
+    match = _IMAGE_DATA_URL.match(url)
+    try:
+        decoded = base64.b64decode(match.group(2), validate=True) if match else b""
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if not decoded:
+        msg = f"The data: URL at {param} must be data:image/<type>;base64,<valid base64 image data>."
+        raise invalid_request(msg, param=param, code="invalid_image_url")
+
+
+def _check_image_host(host: str, port: int, param: str, hosts: dict[str, tuple[int, str]]) -> None:
+    refused = (f"The image URL at {param} points to a loopback, private, link-local or metadata address; Letta "
+               "does not fetch those (allow a trusted host with LETTA_HAYHOOKS_IMAGE_URL_ALLOWED_HOSTS).")
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        address = None
+    if address is not None:
+        if _blocked_address(address):
+            raise _not_allowed(refused, param)
+        return
+    last_label = host.rsplit(".", 1)[-1]
+    if host in _METADATA_HOSTS or last_label.isdigit() or last_label.startswith("0x"):
+        # also decimal, octal or hex IPv4 forms ("2130706433", "0177.0.0.1") that resolvers expand differently
+        raise _not_allowed(refused, param)
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        msg = f"The image URL at {param} has an invalid host name."
+        raise _not_allowed(msg, param) from None
+    if host not in hosts:
+        if len(hosts) >= _MAX_IMAGE_HOSTS:
+            msg = f"The request names images on more than {_MAX_IMAGE_HOSTS} different hosts."
+            raise _not_allowed(msg, param)
+        hosts[host] = (port, param)
+
+
+def _check_image_url(url: str, limits: RequestLimits, param: str, hosts: dict[str, tuple[int, str]]) -> None:
+    """
+    Check one image URL; host names that still need DNS resolution go into `hosts`.
+
+    Letta fetches URL images itself, from inside the operator's network: without these checks a client could make it
+    request loopback services, private hosts or the cloud metadata service.
+    """
+    if url.startswith("data:"):
+        _check_data_url(url, param)
+        return
+    if limits.image_urls == "off":
+        msg = (f"Image URLs are turned off on this server (LETTA_HAYHOOKS_IMAGE_URLS=off): send the image at {param} "
+               "inline as a base64 data:image/... URL.")
+        raise _not_allowed(msg, param)
+    # characters URL parsers disagree about are refused: Letta's HTTP client must see the host this check saw
+    plain = len(url) <= _MAX_IMAGE_URL_CHARS and "\\" not in url and " " not in url and url.isprintable()
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").rstrip(".")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        parts, host, port = None, "", 0
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        msg = f"The image at {param} needs an https URL or a base64 data:image/... URL."
+        raise _not_allowed(msg, param)
+    if not plain or "@" in parts.netloc:
+        msg = f"The image URL at {param} is not a plain http(s) URL (no credentials, backslashes or spaces)."
+        raise _not_allowed(msg, param)
+    if host in limits.image_url_allowed_hosts:
+        return  # the operator vouches for this host (LETTA_HAYHOOKS_IMAGE_URL_ALLOWED_HOSTS)
+    if parts.scheme != "https":
+        msg = (f"The image URL at {param} uses http: only https image URLs are fetched (or hosts listed in "
+               "LETTA_HAYHOOKS_IMAGE_URL_ALLOWED_HOSTS).")
+        raise _not_allowed(msg, param)
+    _check_image_host(host, port, param, hosts)
+
+
+def _lookup(host: str, port: int) -> list[str]:
+    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to, looked up on a small thread pool so the event loop never blocks."""
+    loop = asyncio.get_running_loop()
+    return await asyncio.wait_for(loop.run_in_executor(_DNS_POOL, _lookup, host, port), _RESOLVE_TIMEOUT)
+
+
+async def check_image_urls(
+    request: ChatRequest, *, resolver: Callable[[str, int], Awaitable[list[str]]] | None = None
+) -> None:
+    """
+    Resolve the image hosts of a validated request; refuse any that reaches a non-public address.
+
+    Run it after `validate_chat_request` and before anything is sent to Letta.
+
+    :raises OpenAIError: 400 `image_url_not_allowed`.
+    """
+    if not request.image_hosts:
+        return
+    resolve = resolver or resolve_host
+    hosts = list(request.image_hosts.items())
+    results = await asyncio.gather(*(resolve(host, port) for host, (port, _) in hosts), return_exceptions=True)
+    for (host, (_, param)), result in zip(hosts, results, strict=True):
+        if isinstance(result, BaseException):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            msg = f"The image host '{host}' at {param} could not be resolved."
+            raise _not_allowed(msg, param)
+        addresses = []
+        for text in result:
+            try:
+                addresses.append(ipaddress.ip_address(str(text).split("%", 1)[0]))
+            except ValueError:
+                addresses.append(None)
+        if not addresses or any(a is None or _blocked_address(a) for a in addresses):
+            msg = (f"The image URL at {param} resolves to a loopback, private, link-local or metadata address; "
+                   "Letta does not fetch those (allow a trusted host with LETTA_HAYHOOKS_IMAGE_URL_ALLOWED_HOSTS).")
+            raise _not_allowed(msg, param)
+
+
+def _check_content(  # noqa: PLR0912 - one branch per content kind
+    message: dict[str, Any], i: int, limits: RequestLimits, hosts: dict[str, tuple[int, str]]
+) -> None:
     role = message["role"]
     content = message.get("content")
     param = f"messages[{i}].content"
@@ -106,6 +295,13 @@ def _check_content(message: dict[str, Any], i: int) -> None:  # noqa: PLR0912 - 
     if not isinstance(content, list):
         msg = f"Message {i} content must be a string or a list of content parts."
         raise invalid_request(msg, param=param)
+    if not content and role != "assistant":
+        msg = f"Message {i} ({role}) has an empty list of content parts."
+        raise invalid_request(msg, param=param)
+    if len(content) > limits.max_content_parts:
+        msg = (f"Message {i} has {len(content)} content parts; the limit is {limits.max_content_parts} "
+               "(LETTA_HAYHOOKS_MAX_CONTENT_PARTS).")
+        raise invalid_request(msg, param=param, code="too_many_content_parts")
     for j, part in enumerate(content):
         part_param = f"{param}[{j}]"
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
@@ -122,12 +318,14 @@ def _check_content(message: dict[str, Any], i: int) -> None:  # noqa: PLR0912 - 
                 raise invalid_request(msg, param=part_param)
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, dict) else image if isinstance(image, str) else None
-            if not isinstance(url, str) or not (url.startswith(("http://", "https://")) or _IMAGE_DATA_URL.match(url)):
-                msg = f"Image part {j} of message {i} needs an http(s) URL or a base64 data:image/... URL."
-                raise invalid_request(
-                    msg,
-                    param=part_param,
-                )
+            if not isinstance(url, str):
+                msg = f"Image part {j} of message {i} needs an https URL or a base64 data:image/... URL."
+                raise invalid_request(msg, param=part_param)
+            detail = image.get("detail") if isinstance(image, dict) else None
+            if detail is not None and detail not in ("auto", "low", "high"):
+                msg = f"Image part {j} of message {i}: 'detail' must be 'auto', 'low' or 'high'."
+                raise invalid_request(msg, param=f"{part_param}.image_url.detail")
+            _check_image_url(url, limits, part_param, hosts)
         elif kind == "refusal" and role == "assistant":
             continue
         else:
@@ -223,7 +421,159 @@ def split_new_turn(messages: list[dict[str, Any]]) -> NewTurn:
     return turn
 
 
-def _check_message(message: Any, i: int) -> None:
+def _path(entry: tuple | None) -> str:
+    keys: list[Any] = []
+    while entry is not None:
+        entry, key = entry
+        keys.append(key)
+    text = ""
+    for key in reversed(keys):
+        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
+    return text
+
+
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_values(body: dict[str, Any]) -> None:
+    """
+    Refuse values that cannot be forwarded: lone UTF-16 surrogates in any string or key (JSON's "\\ud800" parses,
+    but cannot be encoded for Letta), non-finite numbers (NaN, Infinity, 1e999) and nesting deeper than `MAX_NESTING`.
+
+    :raises OpenAIError: 400 naming the field.
+    """
+    # (value, parent entry, depth); parent entries are (grandparent entry, key) so paths are built only on error
+    stack: list[tuple[Any, tuple | None, int]] = [(body, None, 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if isinstance(value, str):
+            if _has_surrogate(value):
+                param = _path(where)
+                msg = f"'{param}' is not valid Unicode: it holds a lone UTF-16 surrogate."
+                raise invalid_request(msg, param=param, code="invalid_unicode")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                param = _path(where)
+                msg = f"'{param}' must be a finite number (NaN and Infinity are not JSON)."
+                raise invalid_request(msg, param=param)
+        elif isinstance(value, dict | list):
+            if depth >= MAX_NESTING:
+                param = re.split(r"[.\[]", _path(where), maxsplit=1)[0]  # the top-level field; the full path is huge
+                msg = f"The request is nested too deeply in '{param}' (more than {MAX_NESTING} levels)."
+                raise invalid_request(msg, param=param, code="nested_too_deeply")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                if isinstance(key, str) and _has_surrogate(key):
+                    param = _path(where)
+                    msg = f"A key in '{param or 'the request'}' is not valid Unicode: it holds a lone UTF-16 surrogate."
+                    raise invalid_request(msg, param=param or None, code="invalid_unicode")
+                stack.append((child, (where, key), depth + 1))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+def _in_range(low: float, high: float, *, integer: bool = False) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return (_is_int(value) if integer else _is_number(value)) and low <= value <= high
+
+    return check
+
+
+def _is_stop(value: Any) -> bool:
+    return isinstance(value, str) or (
+        isinstance(value, list) and len(value) <= _MAX_STOP and all(isinstance(s, str) for s in value)
+    )
+
+
+def _is_logit_bias(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        k.isascii() and k.isdigit() and _is_number(v) and -100 <= v <= 100 for k, v in value.items()
+    )
+
+
+def _is_metadata(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) <= 16 and all(
+        len(k) <= 64 and isinstance(v, str) and len(v) <= 512 for k, v in value.items()
+    )
+
+
+def _is_stream_options(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("include_usage") in (None, True, False)
+
+
+def _is_text_format(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("type") in ("text", "json_object", "json_schema")
+
+
+_MAX_STOP = 4
+# OpenAI's types and ranges. Values that pass are accepted and left to the agent's own model settings.
+_PARAMETER_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("temperature", _in_range(0, 2), "a number from 0 to 2"),
+    ("top_p", _in_range(0, 1), "a number from 0 to 1"),
+    ("presence_penalty", _in_range(-2, 2), "a number from -2 to 2"),
+    ("frequency_penalty", _in_range(-2, 2), "a number from -2 to 2"),
+    ("max_tokens", _in_range(1, _MAX_INT32, integer=True), f"an integer from 1 to {_MAX_INT32}"),
+    ("max_completion_tokens", _in_range(1, _MAX_INT32, integer=True), f"an integer from 1 to {_MAX_INT32}"),
+    ("n", _in_range(1, 1, integer=True), "1: a Letta agent gives one answer per turn (only n=1 is supported)"),
+    ("seed", _in_range(-(2**63), 2**63 - 1, integer=True), "a 64-bit integer"),
+    ("stop", _is_stop, f"a string or a list of at most {_MAX_STOP} strings"),
+    ("logit_bias", _is_logit_bias, "an object mapping token ids to numbers from -100 to 100"),
+    ("parallel_tool_calls", _is_bool, "a boolean"),
+    ("logprobs", _is_bool, "a boolean"),
+    ("store", _is_bool, "a boolean"),
+    ("top_logprobs", _in_range(0, 20, integer=True), "an integer from 0 to 20"),
+    ("metadata", _is_metadata, "an object of at most 16 strings (keys up to 64, values up to 512 characters)"),
+    ("stream_options", _is_stream_options, "an object whose 'include_usage' is a boolean"),
+    ("response_format", _is_text_format, "an object with 'type': 'text'"),
+)
+_NO_LOGPROBS = "Letta does not return token log probabilities."
+_LEGACY_FUNCTIONS = "the legacy function-calling API is not served; send 'tools' instead."
+# Parameters Letta cannot honour: refused rather than silently ignored, because the client relies on the result.
+_UNSUPPORTED_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("response_format", lambda v: v.get("type") != "text",
+     "a Letta agent cannot be held to JSON output; omit it or send {'type': 'text'}."),
+    ("logprobs", lambda v: v is True, _NO_LOGPROBS),
+    ("top_logprobs", lambda v: v > 0, _NO_LOGPROBS),
+    ("functions", lambda _v: True, _LEGACY_FUNCTIONS),
+    ("function_call", lambda _v: True, _LEGACY_FUNCTIONS),
+    ("audio", lambda _v: True, "a Letta agent answers with text only."),
+    ("modalities", lambda v: v != ["text"], "a Letta agent answers with text only."),
+)
+
+
+def _check_parameters(body: dict[str, Any]) -> None:
+    """Types and ranges of the OpenAI parameters, and a clear refusal for those Letta cannot honour."""
+    for name, valid, expected in _PARAMETER_RULES:
+        value = body.get(name)
+        if value is not None and not valid(value):
+            param = "stream_options.include_usage" if name == "stream_options" and isinstance(value, dict) else name
+            msg = f"'{name}' must be {expected}."
+            raise invalid_request(msg, param=param)
+    for name, refused, why in _UNSUPPORTED_RULES:
+        value = body.get(name)
+        if value is not None and refused(value):
+            msg = f"'{name}' is not supported: {why}"
+            raise invalid_request(msg, param=name, code="unsupported_parameter")
+
+
+def _check_message(message: Any, i: int, limits: RequestLimits, hosts: dict[str, tuple[int, str]]) -> None:
     if not isinstance(message, dict):
         msg = f"Message {i} must be an object."
         raise invalid_request(msg, param=f"messages[{i}]")
@@ -231,7 +581,7 @@ def _check_message(message: Any, i: int) -> None:
     if role not in _ROLES:
         msg = f"Message {i} has role {role!r}; expected one of {sorted(_ROLES)}."
         raise invalid_request(msg, param=f"messages[{i}].role")
-    _check_content(message, i)
+    _check_content(message, i, limits, hosts)
     if role == "tool" and not isinstance(message.get("tool_call_id"), str):
         msg = f"Tool message {i} needs a 'tool_call_id'."
         raise invalid_request(msg, param=f"messages[{i}].tool_call_id")
@@ -243,63 +593,77 @@ def _check_message(message: Any, i: int) -> None:
         raise invalid_request(msg, param=f"messages[{i}].tool_calls")
 
 
-def validate_chat_request(model: str, messages: Any, body: dict[str, Any], *, max_system_bytes: int) -> ChatRequest:
+def validate_chat_request(
+    model: str,
+    messages: Any,
+    body: dict[str, Any],
+    *,
+    max_system_bytes: int | None = None,
+    limits: RequestLimits | None = None,
+) -> ChatRequest:
     """
     Check a request and extract what the pipeline needs.
 
-    :raises OpenAIError: 400 for malformed input, 413 for a system prompt above `max_system_bytes`.
+    Image host names are resolved afterwards by `check_image_urls`, which is async.
+
+    :param limits: The server's limits (`RequestLimits.from_settings(settings)`); the defaults otherwise.
+    :param max_system_bytes: Overrides `limits.max_system_bytes`.
+    :raises OpenAIError: 400 for malformed input, 413 for a system prompt above the limit.
     """
+    limits = limits or RequestLimits()
+    if max_system_bytes is not None:
+        limits = replace(limits, max_system_bytes=max_system_bytes)
     if not isinstance(model, str) or not model.strip():
         msg = "'model' must be a non-empty string."
         raise invalid_request(msg, param="model")
     if not isinstance(messages, list) or not messages:
         msg = "'messages' must be a non-empty list."
         raise invalid_request(msg, param="messages")
-    n = body.get("n")
-    if n is not None and n != 1:
-        msg = "Only n=1 is supported: a Letta agent gives one answer per turn."
-        raise invalid_request(msg, param="n")
+    # before any per-message work, so an oversized transcript costs no more than its parsing
+    if len(messages) > limits.max_messages:
+        msg = (f"The request has {len(messages)} messages; the limit is {limits.max_messages} "
+               "(LETTA_HAYHOOKS_MAX_MESSAGES).")
+        raise invalid_request(msg, param="messages", code="too_many_messages")
+    check_values({**body, "model": model, "messages": messages})
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         msg = "'stream' must be a boolean."
         raise invalid_request(msg, param="stream")
+    _check_parameters(body)
     stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict):
-        msg = "'stream_options' must be an object."
-        raise invalid_request(msg, param="stream_options")
     user = body.get("user")
     if user is not None and not isinstance(user, str):
         msg = "'user' must be a string."
         raise invalid_request(msg, param="user")
 
+    image_hosts: dict[str, tuple[int, str]] = {}
     for i, message in enumerate(messages):
-        _check_message(message, i)
+        _check_message(message, i, limits, image_hosts)
     if not any(m["role"] == "user" for m in messages):
         msg = "The conversation has no user message."
         raise invalid_request(msg, param="messages")
 
     system_parts = [message_text(m.get("content")) for m in messages if m["role"] in ("system", "developer")]
     system_prompt = "\n\n".join(part for part in system_parts if part) or None
-    if system_prompt is not None and len(system_prompt.encode("utf-8")) > max_system_bytes:
-        msg = f"The system prompt is {len(system_prompt.encode('utf-8'))} bytes; the limit is {max_system_bytes}."
-        raise too_large(
-            msg,
-            param="messages",
-        )
+    if system_prompt is not None and len(system_prompt.encode("utf-8")) > limits.max_system_bytes:
+        msg = (f"The system prompt is {len(system_prompt.encode('utf-8'))} bytes; the limit is "
+               f"{limits.max_system_bytes} (LETTA_HAYHOOKS_MAX_SYSTEM_PROMPT_BYTES).")
+        raise too_large(msg, param="messages")
 
     new_turn = split_new_turn(messages)
     if not new_turn.user_messages and not new_turn.tool_results:
         msg = "Nothing to send: the conversation must end with a user message or tool results."
-        raise invalid_request(
-            msg, param="messages"
-        )
+        raise invalid_request(msg, param="messages")
+    if len(new_turn.user_messages) > limits.max_new_user_messages:
+        msg = (f"The request ends with {len(new_turn.user_messages)} new user messages; at most "
+               f"{limits.max_new_user_messages} are forwarded in one turn (LETTA_HAYHOOKS_MAX_NEW_USER_MESSAGES).")
+        raise invalid_request(msg, param="messages", code="too_many_new_messages")
     tools = _check_tools(body)
     tool_choice = _check_tool_choice(body)
     tool_activity = body.get("letta_tool_activity")
     if tool_activity is not None and tool_activity not in TOOL_ACTIVITY_MODES:
         msg = f"letta_tool_activity must be one of {sorted(TOOL_ACTIVITY_MODES)}."
-        raise invalid_request(msg,
-                              param="letta_tool_activity")
+        raise invalid_request(msg, param="letta_tool_activity")
     return ChatRequest(
         model=model,
         messages=messages,
@@ -311,6 +675,7 @@ def validate_chat_request(model: str, messages: Any, body: dict[str, Any], *, ma
         tool_choice=tool_choice,
         user=user,
         tool_activity=tool_activity,
+        image_hosts=image_hosts,
     )
 
 

@@ -30,6 +30,13 @@ class ToolActivity(StrEnum):
     DELTA = "delta"  # a `letta_tool_activity` object on the chunk's delta (for clients that know it)
 
 
+class ImageUrlPolicy(StrEnum):
+    """Which `image_url` content parts may name a URL that Letta fetches itself."""
+
+    PUBLIC = "public"  # https URLs whose host resolves only to public addresses (plus the allowed hosts)
+    OFF = "off"  # only inline data: images
+
+
 class Settings(BaseSettings):
     """Server configuration. Field aliases are the environment variable names."""
 
@@ -68,6 +75,13 @@ class Settings(BaseSettings):
         default_factory=list, alias="LETTA_HAYHOOKS_API_KEYS", repr=False
     )
     max_body_bytes: int = Field(8 * 1_048_576, alias="LETTA_HAYHOOKS_MAX_BODY_BYTES", gt=0)
+    max_messages: int = Field(5000, alias="LETTA_HAYHOOKS_MAX_MESSAGES", gt=0)
+    max_new_user_messages: int = Field(64, alias="LETTA_HAYHOOKS_MAX_NEW_USER_MESSAGES", gt=0)
+    max_content_parts: int = Field(256, alias="LETTA_HAYHOOKS_MAX_CONTENT_PARTS", gt=0)
+    image_urls: ImageUrlPolicy = Field(ImageUrlPolicy.PUBLIC, alias="LETTA_HAYHOOKS_IMAGE_URLS")
+    image_url_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, alias="LETTA_HAYHOOKS_IMAGE_URL_ALLOWED_HOSTS"
+    )
 
     # --- load management
     turn_timeout: float = Field(600.0, alias="LETTA_HAYHOOKS_TURN_TIMEOUT", gt=0)
@@ -87,12 +101,18 @@ class Settings(BaseSettings):
     local_model: str | None = Field(None, alias="LETTA_HAYHOOKS_LOCAL_MODEL")
     letta_venv: str | None = Field(None, alias="LETTA_HAYHOOKS_LETTA_VENV")
 
-    @field_validator("agent_tags", "api_keys", mode="before")
+    @field_validator("agent_tags", "api_keys", "image_url_allowed_hosts", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("image_url_allowed_hosts")
+    @classmethod
+    def _normalise_hosts(cls, value: list[str]) -> list[str]:
+        # compared with the URL's host name, which is matched lower-case and without a trailing dot
+        return [host.lower().rstrip(".") for host in value]
 
     @field_validator("agent_name_regex")
     @classmethod

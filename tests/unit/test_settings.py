@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from letta_hayhooks.settings import SessionPolicy, Settings, SettingsError, env_var_names, load_settings
+from letta_hayhooks.settings import ImageUrlPolicy, SessionPolicy, Settings, SettingsError, env_var_names, load_settings
 from tests.conftest import ROOT
 
 _ENV_LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]+)=(.*)$")
@@ -60,11 +60,15 @@ def test_values_are_typed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LETTA_HAYHOOKS_SESSION_POLICY", "ephemeral")
     monkeypatch.setenv("LETTA_HAYHOOKS_API_KEYS", "k1,k2")
     monkeypatch.setenv("LETTA_BASE_URL", "https://letta.example/")
+    monkeypatch.setenv("LETTA_HAYHOOKS_IMAGE_URL_ALLOWED_HOSTS", "Images.Internal., ,cdn.lan")
+    monkeypatch.setenv("LETTA_HAYHOOKS_IMAGE_URLS", "off")
     settings = load_settings()
     assert settings.agent_tags == ["a", "b", "c"]
     assert settings.session_policy is SessionPolicy.EPHEMERAL
     assert settings.api_keys == ["k1", "k2"]
     assert settings.letta_base_url == "https://letta.example"
+    assert settings.image_url_allowed_hosts == ["images.internal", "cdn.lan"]
+    assert settings.image_urls is ImageUrlPolicy.OFF
     assert "k1" not in repr(settings)
 
 
@@ -77,6 +81,10 @@ def test_values_are_typed(monkeypatch: pytest.MonkeyPatch) -> None:
         ("LETTA_HAYHOOKS_AGENT_NAME_REGEX", "(unclosed"),
         ("LETTA_BASE_URL", "localhost:8283"),
         ("LETTA_HAYHOOKS_TOOL_ACTIVITY", "loud"),
+        ("LETTA_HAYHOOKS_MAX_MESSAGES", "0"),
+        ("LETTA_HAYHOOKS_MAX_NEW_USER_MESSAGES", "many"),
+        ("LETTA_HAYHOOKS_MAX_CONTENT_PARTS", "-5"),
+        ("LETTA_HAYHOOKS_IMAGE_URLS", "any"),
     ],
 )
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
