@@ -32,7 +32,7 @@ from starlette.middleware import Middleware
 
 from letta_hayhooks import __version__
 from letta_hayhooks.errors import OpenAIError, invalid_request, model_not_found, too_large
-from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models
+from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models, use_settings
 from letta_hayhooks.server.maintenance import list_sessions
 from letta_hayhooks.settings import Settings, get_settings
 
@@ -148,6 +148,11 @@ class ChatRequestGate:
         except ValueError:
             await _send_json(send, 400, invalid_request("The request body is not valid JSON.").body())
             return
+        except RecursionError:
+            # thousands of nested brackets exhaust the parser's stack: the client's fault, not a 500
+            error = invalid_request("The request body is nested too deeply.", code="nested_too_deeply")
+            await _send_json(send, 400, error.body())
+            return
         if not isinstance(body, dict):
             await _send_json(send, 400, invalid_request("The request body must be a JSON object.").body())
             return
@@ -203,13 +208,24 @@ def _remove_routes(app: FastAPI, routers: tuple[Any, ...]) -> None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # `model_not_found` is kept for unknown models; other statuses get a code of their own
+    status_codes = {404: "not_found", 405: "method_not_allowed"}
+    pipeline_prefix, pipeline_miss = "Pipeline '", "' not found"
+
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail
         headers = getattr(exc, "headers", None)
         if isinstance(detail, dict) and isinstance(detail.get("error"), dict):
             return _json_response(exc.status_code, detail, headers)
         message = detail if isinstance(detail, str) else json.dumps(detail)
-        code = "model_not_found" if exc.status_code == 404 and "not found" in message.lower() else None
+        code = status_codes.get(exc.status_code)
+        if exc.status_code == 404:
+            if message.startswith(pipeline_prefix) and pipeline_miss in message:
+                # Hayhooks' own miss for a model that is not (or no longer) registered
+                model = message[len(pipeline_prefix):message.rindex(pipeline_miss)]
+                return _json_response(404, model_not_found(model).body(), headers)
+            if message == "Not Found":  # Starlette's answer for a path no route serves
+                message = f"Unknown route: {request.method} {request.url.path}"
         if exc.status_code == 500:
             message = "Internal error in the proxy."
         return _json_response(exc.status_code, error_body(exc.status_code, message, code=code), headers)
@@ -221,6 +237,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _json_response(400, error_body(400, message, param=".".join(loc) or None))
 
     async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, RecursionError):
+            # a body nested just below the gate's limit can still overflow the deeper stack of a later parse
+            log.warning("Request refused: nested too deeply for the parser")
+            return _json_response(400, error_body(400, "The request body is nested too deeply.",
+                                                  code="nested_too_deeply"))
         log.opt(exception=exc).error("Unhandled error")
         return _json_response(500, error_body(500, "Internal error in the proxy.", code="internal_error"))
 
@@ -302,6 +323,7 @@ def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModel
 def create_server_app(settings: Settings | None = None, models: AgentModels | None = None) -> FastAPI:
     """Build the server app (Hayhooks' app plus the production pieces)."""
     settings = settings or get_settings()
+    use_settings(settings)  # the agents' pipelines are built from these settings, not the environment's
     app = create_app()
     _remove_routes(app, (deploy_router, undeploy_router, draw_router))
     _install_error_handlers(app)
@@ -316,6 +338,7 @@ def create_server_app(settings: Settings | None = None, models: AgentModels | No
         async with hayhooks_lifespan(application):  # deploys pipelines/ (agent discovery starts there)
             current_models().apply()
             yield
+            await current_models().close()
 
     app.router.lifespan_context = lifespan
     app.state.letta_settings = settings
@@ -349,7 +372,7 @@ def create_server_app(settings: Settings | None = None, models: AgentModels | No
                 info = await agent_models.catalog.resolve(model)
             except OpenAIError as error:
                 return _json_response(error.status, error.body())
-            rows = await list_sessions(agent_models.connection, info.id)
+            rows = await list_sessions(agent_models.catalog.async_client, info.id)
             return _json_response(200, {"object": "list", "model": info.model_id, "agent_id": info.id, "data": rows})
 
     # innermost, so Hayhooks' request-id and CORS middleware also wrap these answers
