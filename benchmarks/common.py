@@ -27,18 +27,12 @@ from typing import Any
 
 import httpx
 
-from letta_hayhooks.local.letta_server import (
-    STUB_EMBEDDING_HANDLE,
-    STUB_MODEL_HANDLE,
-    LettaVenv,
-    LocalLetta,
-    free_port,
-    terminate,
-)
+from letta_hayhooks.local import harness
+from letta_hayhooks.local.harness import BIN, ServerProcess
+from letta_hayhooks.local.letta_server import STUB_EMBEDDING_HANDLE, STUB_MODEL_HANDLE, LocalLetta, free_port, terminate
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository root (hayhooks run starts here)
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-BIN = Path(sys.executable).parent
 
 clock = time.monotonic  # CLOCK_MONOTONIC: the same clock in every process, so relay times line up
 
@@ -173,16 +167,8 @@ def machine_markdown(info: dict[str, str]) -> str:
 @contextlib.contextmanager
 def letta_server(workdir: Path, stub_env: dict[str, str] | None = None) -> Iterator[LocalLetta]:
     """A Letta server with the scripted model, in `workdir`, stopped at the end."""
-    venv = LettaVenv()
-    if not venv.installed():
-        print(f"installing the Letta server into {venv.path} (first run only, 1-2 minutes)", file=sys.stderr)
-        venv.install(progress=lambda msg: print(f"  {msg}", file=sys.stderr))
-    letta = LocalLetta(home=workdir / "letta-home", venv=venv, stub_env=dict(stub_env or {}))
-    letta.start(timeout=240)
-    try:
+    with harness.scripted_letta(workdir / "letta-home", stub_env=stub_env) as letta:
         yield letta
-    finally:
-        letta.stop()
 
 
 @contextlib.contextmanager
@@ -211,24 +197,8 @@ def create_agent(client: Any, name: str) -> Any:
     )
 
 
-@dataclass
-class Proxy:
-    """A letta-hayhooks server process: `serve` (the production server) or `hayhooks run`."""
-
-    kind: str
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
-
-    def stop(self) -> None:
-        terminate(self.process, grace=15.0)
+Proxy = ServerProcess  # a letta-hayhooks server process: `serve` (the production server) or `hayhooks run`
+_KINDS = {"serve": "serve", "hayhooks-run": "hayhooks"}  # the benchmarks' names -> the harness' commands
 
 
 def start_proxy(kind: str, letta_url: str, log_dir: Path, extra_env: dict[str, str] | None = None) -> Proxy:
@@ -236,52 +206,23 @@ def start_proxy(kind: str, letta_url: str, log_dir: Path, extra_env: dict[str, s
     Start `letta-hayhooks serve` (kind="serve") or `hayhooks run` (kind="hayhooks-run") from the repository root.
 
     `hayhooks run` gets the environment the README asks for (telemetry off, sequential deploy, no span buffer) and
-    nothing else.
+    nothing else: the caller's LETTA_HAYHOOKS_* and HAYHOOKS_* variables are left out.
     """
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("LETTA_HAYHOOKS_", "HAYHOOKS_"))},
-        "LETTA_BASE_URL": letta_url,
-        "HAYSTACK_TELEMETRY_ENABLED": "false",
-        "HAYHOOKS_STARTUP_DEPLOY_STRATEGY": "sequential",
-        "HAYHOOKS_TRACING_INCLUDE_HAYSTACK_SPANS": "false",
-        "HAYHOOKS_ADDITIONAL_PYTHON_PATH": str(ROOT),
-        **(extra_env or {}),
-    }
-    if kind == "hayhooks-run":
-        cmd = [str(BIN / "hayhooks"), "run", "--host", "127.0.0.1", "--port", str(port)]
-    elif kind == "serve":
-        cmd = [str(BIN / "letta-hayhooks"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    else:
-        raise ValueError(kind)
-    log_path = log_dir / f"{kind}-{port}.log"
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    proxy = Proxy(kind=kind, url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-    deadline = clock() + 90
-    while clock() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{kind} exited early:\n{proxy.log_tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{proxy.url}/v1/models", timeout=2).status_code == 200:
-                return proxy
-        time.sleep(0.2)
-    proxy.stop()
-    raise RuntimeError(f"{kind} did not start:\n{proxy.log_tail()}")
+    proxy = harness.start_server(
+        _KINDS[kind], letta_url, log_dir, cwd=ROOT, base_env=harness.environ_without("LETTA_HAYHOOKS_", "HAYHOOKS_"),
+        extra_env={"HAYHOOKS_TRACING_INCLUDE_HAYSTACK_SPANS": "false", **(extra_env or {})},
+        ready_path="/v1/models", timeout=90,
+    )
+    proxy.kind = kind
+    return proxy
 
 
 def wait_for_models(proxy: Proxy, models: Sequence[str], timeout: float = 60.0) -> None:
     """Wait until the proxy's /v1/models lists every one of `models`."""
-    deadline = clock() + timeout
-    missing = set(models)
-    while clock() < deadline:
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-            listed = {m["id"] for m in httpx.get(f"{proxy.url}/v1/models", timeout=5).json()["data"]}
-            missing = set(models) - listed
-            if not missing:
-                return
-        time.sleep(0.3)
-    raise RuntimeError(f"{proxy.kind} never listed {sorted(missing)}")
+    try:
+        harness.wait_for_models(proxy.url, models, timeout=timeout)
+    except TimeoutError as exc:
+        raise RuntimeError(f"{proxy.kind}: {exc}") from None
 
 
 @dataclass

@@ -9,27 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from letta_client import Letta
 
-from letta_hayhooks.local.letta_server import (
-    STUB_EMBEDDING_HANDLE,
-    STUB_MODEL_HANDLE,
-    LettaVenv,
-    LocalLetta,
-    free_port,
-    terminate,
-)
+from letta_hayhooks.local import harness
+from letta_hayhooks.local.harness import ServerProcess
+from letta_hayhooks.local.letta_server import STUB_EMBEDDING_HANDLE, STUB_MODEL_HANDLE, LocalLetta
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -89,36 +81,11 @@ class Backend:
 @pytest.fixture(scope="session")
 def letta_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     """A real Letta server for the whole test session (its own data directory, free loopback ports)."""
-    venv = LettaVenv()
-    if not venv.installed():
-        print(f"\ninstalling the Letta server into {venv.path} (first run only)", file=sys.stderr)
-        venv.install(progress=lambda msg: print(f"  {msg}", file=sys.stderr))
-    letta = LocalLetta(home=tmp_path_factory.mktemp("letta-home"), venv=venv)
-    letta.start(timeout=240)
-    client = Letta(base_url=letta.base_url, timeout=60, max_retries=0)
-    try:
-        yield Backend(letta=letta, client=client)
-    finally:
-        letta.stop()
+    with harness.scripted_letta(tmp_path_factory.mktemp("letta-home")) as letta:
+        yield Backend(letta=letta, client=Letta(base_url=letta.base_url, timeout=60, max_retries=0))
 
 
-@dataclass
-class Server:
-    """A letta-hayhooks server process."""
-
-    url: str
-    process: subprocess.Popen
-    log_path: Path
-
-    @property
-    def v1(self) -> str:
-        return f"{self.url}/v1"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        terminate(self.process, grace=15.0)
+Server = ServerProcess  # a letta-hayhooks server process (url, v1, log(), stop())
 
 
 def start_server(
@@ -126,39 +93,10 @@ def start_server(
     ready_path: str = "/healthz",
 ) -> Server:
     """Start `letta-hayhooks serve` (command="app") or `hayhooks run` (command="hayhooks") from the repo root."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "LETTA_BASE_URL": backend_url,
-        "HAYHOOKS_HOST": "127.0.0.1",
-        "HAYHOOKS_PORT": str(port),
-        "HAYSTACK_TELEMETRY_ENABLED": "false",
-        "HAYHOOKS_STARTUP_DEPLOY_STRATEGY": "sequential",
-        "HAYHOOKS_ADDITIONAL_PYTHON_PATH": str(ROOT),
-        "LETTA_HAYHOOKS_REFRESH_INTERVAL": "1",
-        **(extra_env or {}),
-    }
-    bin_dir = Path(sys.executable).parent
-    if command == "hayhooks":
-        cmd = [str(bin_dir / "hayhooks"), "run", "--host", "127.0.0.1", "--port", str(port)]
-    else:
-        cmd = [str(bin_dir / "letta-hayhooks"), "serve", "--host", "127.0.0.1", "--port", str(port)]
-    log_path = log_dir / f"{command}-{port}.log"
-    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    server = Server(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{server.log()[-3000:]}")
-        try:
-            if httpx.get(server.url + ready_path, timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"server did not start:\n{server.log()[-3000:]}")
+    # agents appear within a second, so tests need not wait for the 30 s refresh
+    env = {"LETTA_HAYHOOKS_REFRESH_INTERVAL": "1", **(extra_env or {})}
+    return harness.start_server("hayhooks" if command == "hayhooks" else "serve", backend_url, log_dir, cwd=ROOT,
+                                extra_env=env, ready_path=ready_path)
 
 
 @pytest.fixture(scope="session")
@@ -193,13 +131,10 @@ def agent(request: pytest.FixtureRequest, letta_backend: Backend, server: Server
 
 def wait_for_model(base_url: str, model: str, timeout: float = 15.0, headers: dict | None = None) -> None:
     """Wait until `model` is listed by a server's /v1/models."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{base_url}/v1/models", headers=headers, timeout=5)
-        if response.status_code == 200 and model in {m["id"] for m in response.json()["data"]}:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"model {model} never appeared on {base_url}")
+    try:
+        harness.wait_for_models(base_url, [model], timeout=timeout, headers=headers)
+    except TimeoutError as exc:
+        raise AssertionError(f"model {model} never appeared on {base_url}") from exc
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

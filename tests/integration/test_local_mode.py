@@ -13,15 +13,15 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 from letta_client import Letta
 
+from letta_hayhooks.local import harness
+from letta_hayhooks.local.harness import ServerProcess
 from letta_hayhooks.local.launcher import pid_alive
 from letta_hayhooks.local.letta_server import LettaVenv, free_port
 from tests.conftest import ROOT
@@ -35,7 +35,7 @@ def local_env(data_dir: Path, letta_port: int, **extra: str) -> dict[str, str]:
            if not key.startswith(("LETTA_", "OPENAI_", "HAYHOOKS_", "PIP_"))}
     env.update({
         "LETTA_HAYHOOKS_DATA_DIR": str(data_dir),
-        "LETTA_HAYHOOKS_LETTA_VENV": str(LettaVenv().path),
+        "LETTA_HAYHOOKS_LETTA_VENV": str(harness.letta_venv(install=False).path),
         "LETTA_HAYHOOKS_LOCAL_LETTA_PORT": str(letta_port),
         **extra,
     })
@@ -47,46 +47,38 @@ def run_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 12
                           timeout=timeout, check=False)
 
 
-def start(env: dict[str, str], cwd: Path, port: int, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen([str(BIN / "letta-hayhooks"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-                               env=env, cwd=cwd, stdout=log.open("ab"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-            if models.status_code == 200 and "demo" in {m["id"] for m in models.json()["data"]}:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise AssertionError(f"local mode did not come up:\n{log.read_text()[-3000:]}")
+def start(env: dict[str, str], cwd: Path, port: int, log_dir: Path) -> ServerProcess:
+    """`letta-hayhooks serve` in local mode (no LETTA_BASE_URL), once it serves the demo agent."""
+    server = harness.start_server("serve", None, log_dir, cwd=cwd, base_env=env, port=port, ready_path="/v1/models",
+                                  timeout=240)
+    try:
+        harness.wait_for_models(server.url, ["demo"], timeout=60)
+    except TimeoutError:
+        server.stop()
+        raise AssertionError(f"local mode never served the demo agent:\n{server.log_tail()}") from None
+    return server
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(60) == 0
+def stop(server: ServerProcess) -> None:
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(60) == 0  # a clean exit: local mode stopped what it started
 
 
 @pytest.fixture(scope="module")
 def installed_venv() -> LettaVenv:
-    venv = LettaVenv()
-    venv.install(progress=lambda msg: print(msg, file=sys.stderr))
-    return venv
+    return harness.letta_venv()
 
 
 def test_local_mode_round_trip(installed_venv: LettaVenv, tmp_path: Path) -> None:
     data_dir, letta_port, port = tmp_path / "data", free_port(), free_port()
     env = local_env(data_dir, letta_port)
-    log = tmp_path / "local.log"
     fact = f"BANANA-{uuid.uuid4().hex[:6]}"
     headers = {"X-Session-Id": "local-mode-chat"}
 
-    process = start(env, tmp_path, port, log)
+    server = start(env, tmp_path, port, tmp_path)
     state = json.loads((data_dir / "local-mode.json").read_text())
     assert state["scripted"] is True and state["letta_url"] == f"http://127.0.0.1:{letta_port}"
-    assert "SCRIPTED" in log.read_text()
+    assert "SCRIPTED" in server.log()
     status = json.loads(run_cli(["status", "--json"], env, tmp_path).stdout)
     assert status["mode"] == "local" and status["running"] is True and status["data_dir"] == str(data_dir)
     asked = subprocess.run([sys.executable, str(ROOT / "cli_client.py"), "--base-url", f"http://127.0.0.1:{port}",
@@ -98,10 +90,10 @@ def test_local_mode_round_trip(installed_venv: LettaVenv, tmp_path: Path) -> Non
                                         messages=[{"role": "user", "content": f"remember {fact}"}])
     assert first.choices[0].message.content == f"You said: remember {fact}"
     demo_id = Letta(base_url=state["letta_url"], timeout=30).agents.list(name="demo").items[0].id
-    stop(process)
+    stop(server)
     assert not pid_alive(state["letta_pid"]) and not pid_alive(state["stub_pid"])
 
-    process = start(env, tmp_path, port, log)
+    server = start(env, tmp_path, port, tmp_path)
     second_state = json.loads((data_dir / "local-mode.json").read_text())
     letta = Letta(base_url=second_state["letta_url"], timeout=30)
     assert [a.id for a in letta.agents.list(name="demo")] == [demo_id]  # reused, not recreated
@@ -110,7 +102,7 @@ def test_local_mode_round_trip(installed_venv: LettaVenv, tmp_path: Path) -> Non
         {"role": "assistant", "content": f"You said: remember {fact}"},
         {"role": "user", "content": f"RECALL?{fact}"}])
     assert again.choices[0].message.content == f"RECALL:{fact}=yes"
-    stop(process)
+    stop(server)
     for pid in (second_state["letta_pid"], second_state["stub_pid"], second_state["proxy_pid"]):
         assert not pid_alive(pid)
     assert not run_cli(["status", "--json"], env, tmp_path).stdout.count('"running": true')
