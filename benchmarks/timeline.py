@@ -62,6 +62,8 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
 
     signal.signal(signal.SIGUSR1, dump)
     from haystack import Pipeline  # noqa: PLC0415
+
+    from letta_hayhooks.chat import service as chat_service  # noqa: PLC0415
     from letta_hayhooks.components import (  # noqa: PLC0415
         AgentRouter,
         LettaChatGenerator,
@@ -71,8 +73,6 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
         ToolSync,
         stream_adapter,
     )
-
-    from letta_hayhooks.chat import service as chat_service  # noqa: PLC0415
     from letta_hayhooks.server import agent_models, app  # noqa: PLC0415
 
     _wrap_async(app.ChatRequestGate, "__call__", "1 chat gate (body read, JSON, model)")

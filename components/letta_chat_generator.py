@@ -7,29 +7,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from haystack import component, default_from_dict, default_to_dict, logging
-from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk, select_streaming_callback
-from haystack.utils import Secret, deserialize_secrets_inplace
+from haystack import component, logging
+from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk
+from haystack.utils import Secret
 from letta_client import omit
-from letta_hayhooks.components.stream_adapter import ESCAPED_TOKEN_AGENT_TYPES, LettaEventTranslator
 
 from letta_hayhooks.errors import OpenAIError, from_letta_exception
-from letta_hayhooks.letta_access.clients import LettaConnection, async_client
+from letta_hayhooks.letta_access.component_base import LettaComponent
+from letta_hayhooks.letta_access.conversations import DEFAULT_CONVERSATION, agent_param
+from letta_hayhooks.letta_access.events import (
+    DONE_EVENT,
+    ESCAPED_TOKEN_AGENT_TYPES,
+    LettaEventTranslator,
+    sse_events,
+)
 
 logger = logging.getLogger(__name__)
 
 StreamingCallback = Callable[[StreamingChunk], Awaitable[None] | None]
 EventObserver = Callable[[dict[str, Any]], None]
 
-DEFAULT_CONVERSATION = "default"
-
 
 @component
-class LettaChatGenerator:
+class LettaChatGenerator(LettaComponent):
     """
     Sends a turn to a Letta agent with letta-client's async client and streams the answer.
 
@@ -47,6 +50,9 @@ class LettaChatGenerator:
     out["replies"][0].text
     ```
     """
+
+    # the streaming callback is per request and never serialised
+    init_parameters = ("stream_tokens", "include_pings")
 
     def __init__(
         self,
@@ -72,87 +78,11 @@ class LettaChatGenerator:
         :param include_pings: Ask Letta for keepalive pings, so long tool steps don't trip idle timeouts.
         :param streaming_callback: Default callback; a callback given to `run` wins.
         """
-        self.base_url = base_url
-        self.api_key = api_key
-        self.project = project
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        LettaComponent.__init__(self, base_url, api_key, project=project, timeout=timeout,
+                                connect_timeout=connect_timeout)  # Haystack rebuilds the class: no bare super()
         self.stream_tokens = stream_tokens
         self.include_pings = include_pings
         self.streaming_callback = streaming_callback
-
-    @property
-    def connection(self) -> LettaConnection:
-        """The Letta connection this generator uses."""
-        return LettaConnection(self.base_url, self.api_key.resolve_value(), self.project, self.timeout,
-                               self.connect_timeout)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Serialize this component (the callback is not serialized)."""
-        return default_to_dict(
-            self,
-            base_url=self.base_url,
-            api_key=self.api_key,
-            project=self.project,
-            timeout=self.timeout,
-            connect_timeout=self.connect_timeout,
-            stream_tokens=self.stream_tokens,
-            include_pings=self.include_pings,
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LettaChatGenerator:
-        """Deserialize this component."""
-        deserialize_secrets_inplace(data["init_parameters"], keys=["api_key"])
-        return default_from_dict(cls, data)
-
-    @component.output_types(replies=list[ChatMessage])
-    def run(
-        self,
-        agent_id: str,
-        messages: list[dict[str, Any]],
-        conversation_id: str = DEFAULT_CONVERSATION,
-        agent_type: str = "",
-        client_tools: list[dict[str, Any]] | None = None,
-        override_system: str | None = None,
-        replay: list[dict[str, Any]] | None = None,
-        stream: bool = False,
-        ephemeral: bool = False,
-        event_observer: EventObserver | None = None,
-        streaming_callback: StreamingCallback | None = None,
-    ) -> dict[str, Any]:
-        """
-        Blocking twin of `run_async` (runs it on a private event loop).
-
-        :param agent_id: The Letta agent.
-        :param messages: Letta messages of the new turn.
-        :param conversation_id: Letta conversation id, or `"default"` for the agent's own thread.
-        :param agent_type: The agent's type; legacy types stream JSON-escaped text that is decoded here.
-        :param client_tools: Client-side tools for this request only (`{name, description, parameters}`).
-        :param override_system: A system prompt replacing the compiled one for this request.
-        :param replay: Letta messages already in the conversation to answer with instead of a new turn.
-        :param stream: Ask for token deltas (when `stream_tokens` is on).
-        :param ephemeral: Delete the conversation after the turn (a throwaway transcript replay).
-        :param event_observer: Called with every raw Letta event (debug tracing).
-        :param streaming_callback: Called with every `StreamingChunk`.
-        :returns: `{"replies": [ChatMessage]}`.
-        """
-        callback = select_streaming_callback(self.streaming_callback, streaming_callback, requires_async=False)
-        return asyncio.run(
-            self.run_async(
-                agent_id=agent_id,
-                messages=messages,
-                conversation_id=conversation_id,
-                agent_type=agent_type,
-                client_tools=client_tools,
-                override_system=override_system,
-                replay=replay,
-                stream=stream,
-                ephemeral=ephemeral,
-                event_observer=event_observer,
-                streaming_callback=callback,
-            )
-        )
 
     @component.output_types(replies=list[ChatMessage])
     async def run_async(
@@ -255,13 +185,13 @@ class LettaChatGenerator:
         override_system: str | None,
         stream_tokens: bool,
     ) -> None:
-        client = async_client(self.connection)
+        client = self.client
         # The raw SSE response: letta-client's typed stream closes the response at [DONE] without reading its end,
         # which drops the connection, so every turn would pay a new TCP (and TLS) handshake to Letta. Letta keeps
         # the response open a while after [DONE] (it finishes the run), so the end is read in the background.
         opened = client.conversations.messages.with_streaming_response.create(
             conversation_id,
-            agent_id=agent_id if conversation_id == DEFAULT_CONVERSATION else omit,
+            agent_id=agent_param(agent_id, conversation_id),
             messages=messages,  # type: ignore[arg-type]
             streaming=True,
             stream_tokens=stream_tokens,
@@ -295,18 +225,15 @@ class LettaChatGenerator:
 
     async def _delete_conversation(self, conversation_id: str) -> None:
         try:
-            await async_client(self.connection).conversations.delete(conversation_id)
+            await self.client.conversations.delete(conversation_id)
         except Exception as exc:  # noqa: BLE001 - a leftover throwaway conversation is harmless
             logger.warning("Could not delete conversation {conversation_id}: {error}", conversation_id=conversation_id,
                            error=repr(exc))
 
     async def _cancel_run(self, agent_id: str, conversation_id: str, run_id: str | None) -> None:
-        client = async_client(self.connection)
         try:
             await asyncio.wait_for(
-                client.conversations.cancel(
-                    conversation_id, agent_id=agent_id if conversation_id == DEFAULT_CONVERSATION else omit
-                ),
+                self.client.conversations.cancel(conversation_id, agent_id=agent_param(agent_id, conversation_id)),
                 timeout=5,
             )
             logger.info("Cancelled Letta run {run_id} in {conversation_id}", run_id=run_id,
@@ -344,7 +271,6 @@ def _record_failure(translator: LettaEventTranslator, exc: Exception, agent_id: 
 
 
 _DRAINING: set[asyncio.Task] = set()
-DONE_EVENT = "[DONE]"
 
 
 async def _close(opened: Any) -> None:
@@ -364,40 +290,6 @@ def _drain_later(opened: Any, lines: AsyncIterator[str]) -> None:
     task = asyncio.get_running_loop().create_task(drain())
     _DRAINING.add(task)
     task.add_done_callback(_DRAINING.discard)
-
-
-async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
-    """
-    Letta's server-sent events as `(event name, JSON payload)`; `[DONE]` comes as `(DONE_EVENT, {})`.
-
-    The caller decides whether to read on after `[DONE]` (reading to the end lets the connection be reused).
-    """
-    name: str | None = None
-    data: list[str] = []
-    async for line in lines:
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip())
-        elif line.startswith("event:"):
-            name = line[6:].strip()
-        elif not line and data:
-            payload = "\n".join(data)
-            data = []
-            if payload == "[DONE]":
-                yield DONE_EVENT, {}
-            else:
-                try:
-                    event = json.loads(payload)
-                except ValueError:
-                    logger.warning("Skipping a malformed Letta stream event")
-                    event = None
-                if isinstance(event, dict):
-                    yield name, event
-            name = None
-    if data and "\n".join(data) != "[DONE]":
-        with contextlib.suppress(ValueError):
-            event = json.loads("\n".join(data))
-            if isinstance(event, dict):
-                yield name, event
 
 
 def _replay_events(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,11 +10,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from haystack import component, default_from_dict, default_to_dict, logging
-from haystack.utils import Secret, deserialize_secrets_inplace
-from letta_client import omit
+from haystack import component, logging
+from haystack.utils import Secret
 
-from letta_hayhooks.letta_access.clients import LettaConnection, async_client
+from letta_hayhooks.letta_access.component_base import LettaComponent
+from letta_hayhooks.letta_access.conversations import agent_param
+from letta_hayhooks.lru import LRU
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,35 @@ def compose_system(compiled: str, label: str, value: str) -> str:
     return f"{compiled[:at]}{block}\n{compiled[at:]}"
 
 
+class CompiledPrompts:
+    """
+    The agents' compiled system prompts, reused for `max_age` seconds (bounded).
+
+    Shared by an agent's overlay and whoever runs its turns: a turn in which the agent ran its own tools (memory
+    edits) calls `invalidate`, so the next prompt shows the new memory.
+    """
+
+    def __init__(self, max_age: float = 30.0) -> None:
+        self.max_age = max_age
+        self._prompts: LRU = LRU()
+
+    def get(self, agent_id: str, conversation_id: str) -> str | None:
+        """A compiled prompt younger than `max_age`, or None."""
+        cached = self._prompts.get((agent_id, conversation_id))
+        if cached is not None and time.monotonic() - cached[0] < self.max_age:
+            return cached[1]
+        return None
+
+    def put(self, agent_id: str, conversation_id: str, prompt: str) -> None:
+        """Remember a freshly compiled prompt."""
+        self._prompts.remember((agent_id, conversation_id), (time.monotonic(), prompt))
+
+    def invalidate(self, agent_id: str) -> None:
+        """Forget the agent's compiled prompts (its memory changed)."""
+        for key in [k for k in self._prompts if k[0] == agent_id]:
+            self._prompts.pop(key, None)
+
+
 @dataclass
 class _StoredBlock:
     block_id: str | None
@@ -71,7 +101,7 @@ class _StoredBlock:
 
 
 @component
-class PromptOverlay:
+class PromptOverlay(LettaComponent):
     """
     Brings the client's system prompt to the agent for one session's turns only.
 
@@ -95,6 +125,8 @@ class PromptOverlay:
     ```
     """
 
+    init_parameters = ("enabled", "prompt_cache_seconds")
+
     def __init__(
         self,
         base_url: str = "http://localhost:8283",
@@ -105,6 +137,7 @@ class PromptOverlay:
         connect_timeout: float = 5.0,
         enabled: bool = True,
         prompt_cache_seconds: float = 30.0,
+        compiled_prompts: CompiledPrompts | None = None,
     ) -> None:
         """
         Create the overlay.
@@ -117,68 +150,16 @@ class PromptOverlay:
         :param enabled: When False, client system prompts are ignored.
         :param prompt_cache_seconds: How long the agent's compiled prompt is reused (0 recompiles every turn). A
             turn in which the agent runs one of its own tools drops the cache, so its memory edits show at once.
+        :param compiled_prompts: The cache of compiled prompts, shared with whoever invalidates it (not serialised).
         """
-        self.base_url = base_url
-        self.api_key = api_key
-        self.project = project
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
+        LettaComponent.__init__(self, base_url, api_key, project=project, timeout=timeout,
+                                connect_timeout=connect_timeout)  # Haystack rebuilds the class: no bare super()
         self.enabled = enabled
         self.prompt_cache_seconds = prompt_cache_seconds
-        self._blocks: dict[str, _StoredBlock] = {}
-        self._compiled: dict[tuple[str, str], tuple[float, str]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    @property
-    def connection(self) -> LettaConnection:
-        """The Letta connection this component uses."""
-        return LettaConnection(self.base_url, self.api_key.resolve_value(), self.project, self.timeout,
-                               self.connect_timeout)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Serialize this component."""
-        return default_to_dict(
-            self,
-            base_url=self.base_url,
-            api_key=self.api_key,
-            project=self.project,
-            timeout=self.timeout,
-            connect_timeout=self.connect_timeout,
-            enabled=self.enabled,
-            prompt_cache_seconds=self.prompt_cache_seconds,
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PromptOverlay:
-        """Deserialize this component."""
-        deserialize_secrets_inplace(data["init_parameters"], keys=["api_key"])
-        return default_from_dict(cls, data)
-
-    def invalidate(self, agent_id: str) -> None:
-        """Forget the agent's compiled prompts (its memory changed)."""
-        for key in [k for k in self._compiled if k[0] == agent_id]:
-            self._compiled.pop(key, None)
-
-    @component.output_types(override_system=str | None)
-    def run(
-        self,
-        agent_id: str,
-        conversation_id: str,
-        session_scope: str,
-        system_prompt: str | None = None,
-        ephemeral: bool = False,
-    ) -> dict[str, Any]:
-        """
-        Blocking twin of `run_async`.
-
-        :param agent_id: The Letta agent.
-        :param conversation_id: The session's conversation (`"default"` for the agent's own thread).
-        :param session_scope: The agent-scoped session digest.
-        :param system_prompt: The client's system prompt, or None.
-        :param ephemeral: A throwaway conversation: the prompt is applied but not stored.
-        :returns: `{"override_system": str | None}`.
-        """
-        return asyncio.run(self.run_async(agent_id, conversation_id, session_scope, system_prompt, ephemeral))
+        # bounded like the session resolver's caches: a forgotten entry is looked up in Letta again
+        self._blocks: LRU = LRU()
+        self.compiled_prompts = compiled_prompts or CompiledPrompts(prompt_cache_seconds)
+        self._locks: LRU = LRU()
 
     @component.output_types(override_system=str | None)
     async def run_async(
@@ -214,7 +195,7 @@ class PromptOverlay:
 
     async def _store(self, label: str, value: str, agent_id: str, scope: str) -> None:
         digest = prompt_hash(value)
-        lock = self._locks.setdefault(label, asyncio.Lock())
+        lock = self._locks.get(label) or self._locks.remember(label, asyncio.Lock())
         async with lock:
             stored = self._blocks.get(label)
             try:
@@ -225,14 +206,14 @@ class PromptOverlay:
                         await self._write(stored, label, value, digest, agent_id, scope, value_changed=False)
                 else:
                     await self._write(stored, label, value, digest, agent_id, scope, value_changed=True)
-                self._blocks[label] = stored
+                self._blocks.remember(label, stored)
             except Exception as exc:  # noqa: BLE001 - documented fallback: the prompt still reaches this turn
                 self._blocks.pop(label, None)
                 logger.warning("Could not store the system prompt block {label}: {error}", label=label,
                                error=repr(exc))
 
     async def _find(self, label: str) -> _StoredBlock:
-        client = async_client(self.connection)
+        client = self.client
         page = await client.blocks.list(label=label, limit=5)
         items = getattr(page, "items", page)
         if not items:
@@ -247,7 +228,7 @@ class PromptOverlay:
         self, stored: _StoredBlock, label: str, value: str, digest: str, agent_id: str, scope: str, *,
         value_changed: bool,
     ) -> None:
-        client = async_client(self.connection)
+        client = self.client
         now = time.time()
         metadata = {"letta_hayhooks": {"agent_id": agent_id, "session_scope": scope, "sha256": digest,
                                        "last_used": now}}
@@ -273,21 +254,20 @@ class PromptOverlay:
             if stored is None:
                 stored = await self._find(label)
             if stored.block_id is not None:
-                await async_client(self.connection).blocks.delete(stored.block_id)
+                await self.client.blocks.delete(stored.block_id)
                 logger.info("Removed the system prompt block {label}", label=label)
-            self._blocks[label] = _StoredBlock(block_id=None, digest=None)
+            self._blocks.remember(label, _StoredBlock(block_id=None, digest=None))
         except Exception as exc:  # noqa: BLE001
             logger.warning("Could not remove the system prompt block {label}: {error}", label=label, error=repr(exc))
 
     async def _compiled_prompt(self, agent_id: str, conversation_id: str) -> str | None:
-        key = (agent_id, conversation_id)
-        cached = self._compiled.get(key)
-        if cached is not None and time.monotonic() - cached[0] < self.prompt_cache_seconds:
-            return cached[1]
-        client = async_client(self.connection)
+        cached = self.compiled_prompts.get(agent_id, conversation_id)
+        if cached is not None:
+            return cached
+        client = self.client
         try:
             compiled = await client.conversations.recompile(
-                conversation_id, dry_run=True, agent_id=agent_id if conversation_id == "default" else omit
+                conversation_id, dry_run=True, agent_id=agent_param(agent_id, conversation_id)
             )
         except Exception as exc:  # noqa: BLE001 - the turn goes on without the overlay
             logger.warning("Could not compile the prompt of agent {agent_id}: {error}", agent_id=agent_id,
@@ -295,5 +275,5 @@ class PromptOverlay:
             return None
         if not isinstance(compiled, str) or not compiled:
             return None
-        self._compiled[key] = (time.monotonic(), compiled)
+        self.compiled_prompts.put(agent_id, conversation_id, compiled)
         return compiled

@@ -4,17 +4,14 @@ OpenAI tools become Letta client-side tools for one request; `role: "tool"` resu
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-from haystack import component, default_from_dict, default_to_dict, logging
-from haystack.utils import Secret, deserialize_secrets_inplace
-from letta_client import omit
-from letta_hayhooks.components.session_resolver import chronological
+from haystack import component, logging
 
 from letta_hayhooks.errors import from_letta_exception, invalid_request
-from letta_hayhooks.letta_access.clients import LettaConnection, async_client
+from letta_hayhooks.letta_access.component_base import LettaComponent
+from letta_hayhooks.letta_access.conversations import recent_messages
 from letta_hayhooks.openai_request import ReadOnlyList, message_text
 
 logger = logging.getLogger(__name__)
@@ -64,7 +61,7 @@ def pending_tool_calls(history: list[dict[str, Any]]) -> dict[str, str]:
 
 
 @component
-class ToolSync:
+class ToolSync(LettaComponent):
     """
     Maps OpenAI `tools` to Letta client tools and `role: "tool"` results to a Letta approval with tool returns.
 
@@ -83,79 +80,6 @@ class ToolSync:
     out["client_tools"]
     ```
     """
-
-    def __init__(
-        self,
-        base_url: str = "http://localhost:8283",
-        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),
-        *,
-        project: str | None = None,
-        timeout: float = 300.0,
-        connect_timeout: float = 5.0,
-    ) -> None:
-        """
-        Create the component.
-
-        :param base_url: The Letta server.
-        :param api_key: Letta API key (optional for a self-hosted server).
-        :param project: Letta Cloud project, if any.
-        :param timeout: Read timeout for Letta calls, in seconds.
-        :param connect_timeout: Connect timeout, in seconds.
-        """
-        self.base_url = base_url
-        self.api_key = api_key
-        self.project = project
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-
-    @property
-    def connection(self) -> LettaConnection:
-        """The Letta connection this component uses."""
-        return LettaConnection(self.base_url, self.api_key.resolve_value(), self.project, self.timeout,
-                               self.connect_timeout)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Serialize this component."""
-        return default_to_dict(
-            self,
-            base_url=self.base_url,
-            api_key=self.api_key,
-            project=self.project,
-            timeout=self.timeout,
-            connect_timeout=self.connect_timeout,
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ToolSync:
-        """Deserialize this component."""
-        deserialize_secrets_inplace(data["init_parameters"], keys=["api_key"])
-        return default_from_dict(cls, data)
-
-    @component.output_types(client_tools=list[dict[str, Any]], messages=list[dict[str, Any]])
-    def run(
-        self,
-        tools: list[dict[str, Any]],
-        tool_choice: str,
-        tool_results: list[dict[str, Any]],
-        messages: list[dict[str, Any]],
-        agent_id: str,
-        conversation_id: str,
-        ephemeral: bool = False,
-    ) -> dict[str, Any]:
-        """
-        Blocking twin of `run_async`.
-
-        :param tools: Validated client tools (`{name, description, parameters}`).
-        :param tool_choice: `auto` or `none`.
-        :param tool_results: Trailing OpenAI `role: "tool"` messages.
-        :param messages: Letta messages of the new turn (user messages).
-        :param agent_id: The Letta agent.
-        :param conversation_id: The session's conversation.
-        :param ephemeral: The conversation is a throwaway replay (tool results were replayed as text).
-        :returns: `client_tools` and the final Letta `messages`.
-        """
-        return asyncio.run(self.run_async(tools, tool_choice, tool_results, messages, agent_id, conversation_id,
-                                          ephemeral))
 
     @component.output_types(client_tools=list[dict[str, Any]], messages=list[dict[str, Any]])
     async def run_async(
@@ -207,16 +131,8 @@ class ToolSync:
         return {"client_tools": client_tools, "messages": [approval, *messages]}
 
     async def _pending(self, agent_id: str, conversation_id: str) -> dict[str, str]:
-        client = async_client(self.connection)
         try:
-            page = await client.conversations.messages.list(
-                conversation_id,
-                agent_id=agent_id if conversation_id == "default" else omit,
-                order="desc",
-                limit=_PENDING_WINDOW,
-            )
+            history = await recent_messages(self.client, agent_id, conversation_id, _PENDING_WINDOW)
         except Exception as exc:
             raise from_letta_exception(exc) from exc
-        history = chronological([m.model_dump(mode="json") for m in page.items],
-                                assume_ascending=conversation_id == "default")
         return pending_tool_calls(history)

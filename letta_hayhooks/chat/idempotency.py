@@ -12,6 +12,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from letta_hayhooks.errors import OpenAIError
+
 # Long enough for client retries with back-off, short enough to keep memory bounded.
 _TTL_SECONDS = 600.0
 _MAX_ENTRIES = 2_000
@@ -23,25 +25,30 @@ class IdempotencyStore:
     def __init__(self, ttl: float = _TTL_SECONDS, max_entries: int = _MAX_ENTRIES) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, tuple[float, asyncio.Future]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, asyncio.Future, str]] = OrderedDict()
 
-    def claim(self, key: str) -> tuple[bool, asyncio.Future]:
+    def claim(self, key: str, fingerprint: str = "") -> tuple[bool, asyncio.Future]:
         """
-        Claim `key`.
+        Claim `key` for a request whose body has the digest `fingerprint`.
 
         :returns: `(owner, future)`: the owner runs the turn and resolves the future; others await it.
+        :raises OpenAIError: 422 `idempotency_key_reused` when the key was used for a different request.
         """
         now = time.monotonic()
         while self._entries:
-            oldest_key, (stamp, _) = next(iter(self._entries.items()))
+            oldest_key, (stamp, _, _) = next(iter(self._entries.items()))
             if now - stamp < self.ttl and len(self._entries) < self.max_entries:
                 break
             self._entries.pop(oldest_key)
         entry = self._entries.get(key)
         if entry is not None:
+            if entry[2] != fingerprint:
+                # answering a different message with the first one's outcome would drop it silently
+                msg = "This Idempotency-Key was already used for a different request; use a new key."
+                raise OpenAIError(422, msg, type="invalid_request_error", code="idempotency_key_reused")
             return False, entry[1]
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._entries[key] = (now, future)
+        self._entries[key] = (now, future, fingerprint)
         return True, future
 
     def resolve(self, key: str, outcome: Any) -> None:

@@ -1,15 +1,17 @@
 """
-The request path: from an OpenAI chat-completion request to the agent pipeline and back.
+The request path of one agent: from an OpenAI chat-completion request to its pipeline and back (orchestration).
 
-`AgentChat` builds one Haystack pipeline per agent (router -> session -> overlay -> tool sync -> generator ->
-adapter) and answers requests for it: validation, session key, idempotency, load control, turn timeout, and the
-exact OpenAI response (a `ChatCompletion`, or an SSE stream of `WireChunk`s ending with `[DONE]`).
+`AgentChat.answer` validates the request, plans the turn once (`plan_turn`), applies idempotency and load control
+around the pipeline run, enforces the turn timeout, and gives the exact OpenAI response: a `chat.completion` dict, or
+a stream of `WireChunk`s ending with `[DONE]`. The wire shapes come from `letta_hayhooks.openai_wire`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import time
 import uuid
 import weakref
@@ -20,79 +22,23 @@ from fastapi import HTTPException
 from fastapi_openai_compat import ChatCompletion
 from hayhooks import log
 from hayhooks.events import create_status_event
-from haystack import Pipeline
 from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCallDelta
 
 from letta_hayhooks.chat.debug_trace import DebugTrace
 from letta_hayhooks.chat.idempotency import IdempotencyStore
 from letta_hayhooks.chat.load_control import LoadController, Ticket
-from letta_hayhooks.components import (
-    AgentRouter,
-    LettaChatGenerator,
-    PromptOverlay,
-    SessionResolver,
-    StreamAdapter,
-    ToolSync,
-)
-from letta_hayhooks.components.session_resolver import check_session_key, session_digest
-from letta_hayhooks.components.stream_adapter import OpenAIChunkEncoder
+from letta_hayhooks.chat.pipeline import AgentPipeline, build_agent_pipeline
 from letta_hayhooks.errors import OpenAIError, from_letta_exception, upstream_timeout
 from letta_hayhooks.openai_request import ChatRequest, ReadOnlyList, validate_chat_request
-from letta_hayhooks.openai_wire import DONE, WireChunk
+from letta_hayhooks.openai_wire import DONE, OpenAIChunkEncoder, WireChunk, completion_from_reply
 from letta_hayhooks.settings import Settings
+from letta_hayhooks.turn_plan import TurnPlan, plan_turn
 
 
-def build_agent_pipeline(settings: Settings) -> Pipeline:
-    """One agent's pipeline: router -> session -> overlay -> tool_sync -> generator -> adapter."""
-    api = {
-        "base_url": settings.letta_base_url,
-        "project": settings.letta_project,
-        "timeout": settings.letta_timeout,
-        "connect_timeout": settings.letta_connect_timeout,
-    }
-    pipeline = Pipeline()
-    pipeline.add_component(
-        "router",
-        AgentRouter(
-            **api,
-            tags=settings.agent_tags,
-            name_regex=settings.agent_name_regex,
-            hide_sleeptime=settings.hide_sleeptime_agents,
-            refresh_interval=settings.refresh_interval,
-        ),
-    )
-    pipeline.add_component("session", SessionResolver(**api, policy=settings.session_policy.value))
-    pipeline.add_component(
-        "overlay",
-        PromptOverlay(**api, enabled=settings.overlay_enabled, prompt_cache_seconds=settings.prompt_cache_seconds),
-    )
-    pipeline.add_component("tool_sync", ToolSync(**api))
-    pipeline.add_component("generator", LettaChatGenerator(**api, stream_tokens=settings.stream_tokens))
-    pipeline.add_component("adapter", StreamAdapter(think_tags=settings.think_tags))
-    for receiver in ("session", "overlay", "tool_sync", "generator"):
-        pipeline.connect("router.agent_id", f"{receiver}.agent_id")
-    pipeline.connect("router.agent_type", "generator.agent_type")
-    for receiver in ("overlay", "tool_sync", "generator"):
-        pipeline.connect("session.conversation_id", f"{receiver}.conversation_id")
-        pipeline.connect("session.ephemeral", f"{receiver}.ephemeral")
-    pipeline.connect("session.session_scope", "overlay.session_scope")
-    pipeline.connect("session.messages", "tool_sync.messages")
-    pipeline.connect("session.replay", "generator.replay")
-    pipeline.connect("overlay.override_system", "generator.override_system")
-    pipeline.connect("tool_sync.client_tools", "generator.client_tools")
-    pipeline.connect("tool_sync.messages", "generator.messages")
-    pipeline.connect("generator.replies", "adapter.replies")
-    return pipeline
-
-
-def _header(headers: Mapping[str, str] | None, *names: str) -> str | None:
-    if headers is None:
-        return None
-    for name in names:
-        value = headers.get(name)
-        if value:
-            return value
-    return None
+def request_fingerprint(body: Mapping[str, Any]) -> str:
+    """A digest of a request body, binding an Idempotency-Key to the request it was first used with."""
+    raw = json.dumps(body, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _unwrap(exc: BaseException) -> OpenAIError:
@@ -120,91 +66,91 @@ def http_error(error: OpenAIError) -> HTTPException:
 class AgentChat:
     """Answers chat completions for one Letta agent with its own pipeline."""
 
-    def __init__(self, settings: Settings, agent_id: str, model_id: str, shared: SharedState) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        agent_id: str,
+        model_id: str,
+        shared: SharedState,
+        agent_pipeline: AgentPipeline | None = None,
+    ) -> None:
         self.settings = settings
         self.agent_id = agent_id
         self.model_id = model_id
         self.shared = shared
-        self.pipeline = build_agent_pipeline(settings)
+        built = agent_pipeline or build_agent_pipeline(settings)
+        self.pipeline = built.pipeline
+        self.compiled_prompts = built.compiled_prompts
 
     async def complete(
         self, model: str, messages: Any, body: dict[str, Any], headers: Mapping[str, str] | None
     ) -> ChatCompletion | AsyncGenerator:
-        """Answer one chat-completion request; errors become `HTTPException`s with OpenAI bodies."""
+        """
+        `answer` for Hayhooks' own chat route: errors become `HTTPException`s with OpenAI bodies.
+
+        That route validates a non-streaming answer against its `ChatCompletion` model, which adds `delta: null` to
+        every choice; the letta-hayhooks server answers agents on its own route instead (exact objects).
+        """
         try:
-            return await self._complete(model, messages, body, headers)
+            result = await self.answer(model, messages, body, headers)
         except OpenAIError as error:
             raise http_error(error) from None
+        return ChatCompletion(**result) if isinstance(result, dict) else result
 
-    async def _complete(
+    async def answer(
         self, model: str, messages: Any, body: dict[str, Any], headers: Mapping[str, str] | None
-    ) -> ChatCompletion | AsyncGenerator:
+    ) -> dict[str, Any] | AsyncGenerator:
+        """
+        Answer one chat-completion request: a `chat.completion` dict, or an async generator of stream items.
+
+        :raises OpenAIError: for every refusal or failure before a stream starts.
+        """
         settings = self.settings
         request = validate_chat_request(model, messages, body, max_system_bytes=settings.max_system_prompt_bytes)
-        owui_chat = _header(headers, "x-openwebui-chat-id")
-        session_key = _header(headers, "x-session-id", "x-letta-chat-key")
-        if session_key is None and request.stream and owui_chat:
-            session_key = owui_chat
-        if session_key is None:
-            session_key = request.user
-        session_key = check_session_key(session_key)
-        # Open WebUI's non-streaming background tasks (titles, tags) carry the chat id but must not write into it
-        ephemeral = session_key is None and owui_chat is not None and not request.stream
-        idempotency_key = _header(headers, "idempotency-key", "x-idempotency-key")
-        scope = session_digest(self.agent_id, session_key if session_key is not None else "\x00default")
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        plan = plan_turn(self.agent_id, request, headers, policy=settings.session_policy.value,
+                         request_id=completion_id)
         trace = DebugTrace.start(settings, completion_id)
-        data = self._pipeline_inputs(request, model, completion_id, session_key, idempotency_key, trace)
-        if ephemeral:
-            data["session"]["force_ephemeral"] = True
+        data = self._pipeline_inputs(request, plan, model, completion_id, trace)
 
-        idem_key = f"{self.agent_id}\x00{scope}\x00{idempotency_key}" if idempotency_key else None
-        if idem_key is not None:
-            owner, future = self.shared.idempotency.claim(idem_key)
+        slot = plan.idempotency_slot
+        if slot is not None:
+            owner, future = self.shared.idempotency.claim(slot, request_fingerprint(body))
             if not owner:
                 reply = await asyncio.shield(future)
                 log.info("Idempotency-Key repeat: answering with the first request's outcome")
                 return self._from_reply(reply, request, model, completion_id)
 
-        # throwaway conversations share nothing, so they need no place in a session's queue
-        throwaway = ephemeral or (session_key is None and settings.session_policy.value == "ephemeral")
-        lane = f"ephemeral-{completion_id}" if throwaway else scope
         try:
             if request.stream:
-                return await self._start_stream(request, model, completion_id, data, lane, idem_key, trace)
-            reply, completion = await self._run(data, lane)
+                return await self._start_stream(request, model, completion_id, data, plan, trace)
+            reply, completion = await self._run(data, plan.lane)
         except OpenAIError as error:
-            if idem_key is not None:
-                self.shared.idempotency.fail(idem_key, error)
+            if slot is not None:
+                self.shared.idempotency.fail(slot, error)
             trace.error(error)
             raise
         except BaseException:
             # cancelled (client gone) or a bug: a retry with the same key must run again, not wait forever
-            if idem_key is not None:
-                self.shared.idempotency.fail(idem_key, OpenAIError(499, "The request was abandoned.",
-                                                                    type="server_error", code="cancelled"))
+            if slot is not None:
+                self.shared.idempotency.fail(slot, OpenAIError(499, "The request was abandoned.",
+                                                               type="server_error", code="cancelled"))
             raise
-        if idem_key is not None:
-            self.shared.idempotency.resolve(idem_key, reply)
+        if slot is not None:
+            self.shared.idempotency.resolve(slot, reply)
         trace.completion(completion)
-        return ChatCompletion(**completion)
+        return completion
 
+    @staticmethod
     def _pipeline_inputs(
-        self,
-        request: ChatRequest,
-        model: str,
-        completion_id: str,
-        session_key: str | None,
-        idempotency_key: str | None,
-        trace: DebugTrace,
+        request: ChatRequest, plan: TurnPlan, model: str, completion_id: str, trace: DebugTrace
     ) -> dict[str, Any]:
         return {
-            "router": {"model": self.agent_id},
+            "router": {"model": plan.agent_id},
             "session": {
+                "plan": plan,
                 "messages": ReadOnlyList(request.messages),
                 "new_positions": request.new_turn.user_positions,
-                "session_key": session_key,
-                "idempotency_key": idempotency_key,
             },
             "overlay": {"system_prompt": request.system_prompt},
             "tool_sync": {
@@ -234,13 +180,12 @@ class AgentChat:
     def _after_turn(self, reply: ChatMessage) -> None:
         if (reply.meta or {}).get("server_tool_calls"):
             # the agent ran its own tools (memory edits): the next prompt overlay must see the new memory
-            self.pipeline.get_component("overlay").invalidate(self.agent_id)
+            self.compiled_prompts.invalidate(self.agent_id)
 
     def _from_reply(self, reply: ChatMessage, request: ChatRequest, model: str, completion_id: str) -> Any:
-        adapter: StreamAdapter = self.pipeline.get_component("adapter")
-        completion = adapter.run(replies=[reply], model=model, completion_id=completion_id)["completion"]
         if not request.stream:
-            return ChatCompletion(**completion)
+            return completion_from_reply(reply, completion_id=completion_id, model=model,
+                                         think_tags=self.settings.think_tags)
         return self._replay_stream(reply, request, model, completion_id)
 
     def _show_activity(self, activity: dict[str, Any], mode: str, encoder: OpenAIChunkEncoder) -> list[Any]:
@@ -283,8 +228,7 @@ class AgentChat:
         model: str,
         completion_id: str,
         data: dict[str, Any],
-        lane: str,
-        idem_key: str | None,
+        plan: TurnPlan,
         trace: DebugTrace,
     ) -> AsyncGenerator:
         """
@@ -292,7 +236,8 @@ class AgentChat:
 
         Errors found before anything is streamed (bad tool ids, Letta down) still get a proper HTTP status.
         """
-        ticket = await self.shared.load.acquire(self.agent_id, lane)
+        idem_key = plan.idempotency_slot
+        ticket = await self.shared.load.acquire(self.agent_id, plan.lane)
         deadline = time.monotonic() + self.settings.turn_timeout
         handle = self.pipeline.stream(data, streaming_components=["generator"], include_outputs_from={"generator"})
         iterator = handle.__aiter__()
@@ -371,7 +316,7 @@ class AgentChat:
                 trace.error(failed)
             ticket.release()
             if server_tools:
-                self.pipeline.get_component("overlay").invalidate(self.agent_id)
+                self.compiled_prompts.invalidate(self.agent_id)
         if failed is not None:
             log.warning("Stream {} failed: {}", completion_id, failed.message)
             if done:

@@ -20,8 +20,9 @@ from hayhooks import BasePipelineWrapper, log
 from hayhooks.server.pipelines.registry import registry as hayhooks_registry
 from starlette.datastructures import Headers
 
+from letta_hayhooks.chat.pipeline import close_pipeline
 from letta_hayhooks.chat.service import AgentChat, SharedState
-from letta_hayhooks.components.agent_router import AgentCatalog, AgentInfo, CatalogFilter
+from letta_hayhooks.letta_access.catalog import AgentCatalog, AgentInfo, CatalogFilter
 from letta_hayhooks.letta_access.clients import LettaConnection
 from letta_hayhooks.settings import Settings, get_settings
 
@@ -73,14 +74,14 @@ class AgentModels:
         self.settings = settings
         self.registry = registry
         self.shared = SharedState(settings)
-        self.connection = LettaConnection(settings.letta_base_url, settings.letta_api_key, settings.letta_project,
-                                          settings.letta_timeout, settings.letta_connect_timeout)
+        self.connection = LettaConnection.from_settings(settings)
         self.catalog = AgentCatalog.shared(
             self.connection,
             CatalogFilter(tuple(settings.agent_tags), settings.agent_name_regex, settings.hide_sleeptime_agents),
             settings.refresh_interval,
         )
         self.wrappers: dict[str, AgentWrapper] = {}
+        self._retired: list[AgentWrapper] = []  # removed from the registry; their clients close at shutdown
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -97,6 +98,7 @@ class AgentModels:
                 if info is None or info.id != wrapper.chat.agent_id:
                     self.registry.remove(model_id)
                     del self.wrappers[model_id]
+                    self._retired.append(wrapper)  # a turn may still be running on it
                     log.info("Model '{}' removed (agent gone or renamed)", model_id)
             for model_id, info in wanted.items():
                 if model_id in self.wrappers:
@@ -176,6 +178,16 @@ class AgentModels:
         """Stop the background refresh."""
         self._stop.set()
 
+    async def close(self) -> None:
+        """Stop refreshing and release every Letta client (server shutdown)."""
+        self.stop()
+        with self._lock:
+            wrappers = [*self.wrappers.values(), *self._retired]
+            self._retired.clear()
+        for wrapper in wrappers:
+            await close_pipeline(wrapper.chat.pipeline)
+        await self.catalog.close()
+
     def _loop(self) -> None:
         started = time.monotonic()
         next_refresh = started + self.settings.refresh_interval
@@ -198,14 +210,21 @@ class AgentModels:
         from letta_hayhooks.server.maintenance import delete_stale_overlays  # noqa: PLC0415 - only needed hourly
 
         try:
-            return delete_stale_overlays(self.connection, self.settings.overlay_ttl_hours * 3600)
+            return delete_stale_overlays(self.catalog.sync_client, self.settings.overlay_ttl_hours * 3600)
         except Exception as exc:  # noqa: BLE001 - retried next hour
             log.warning("Overlay garbage collection failed: {}", exc)
             return 0
 
 
 _DEFAULT: AgentModels | None = None
+_DEFAULT_SETTINGS: Settings | None = None
 _DEFAULT_LOCK = threading.Lock()
+
+
+def use_settings(settings: Settings) -> None:
+    """The settings the process-wide `AgentModels` is built with (the server app passes its own)."""
+    global _DEFAULT_SETTINGS  # noqa: PLW0603 - one registry per process, like Hayhooks' own
+    _DEFAULT_SETTINGS = settings
 
 
 def default_models() -> AgentModels:
@@ -213,6 +232,6 @@ def default_models() -> AgentModels:
     global _DEFAULT  # noqa: PLW0603 - one registry per process, like Hayhooks' own
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
-            _DEFAULT = AgentModels(get_settings())
+            _DEFAULT = AgentModels(_DEFAULT_SETTINGS or get_settings())
             _DEFAULT.start()
         return _DEFAULT

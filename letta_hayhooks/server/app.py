@@ -16,22 +16,26 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi_openai_compat.chat_completions.streaming import event_to_sse_msg
 from hayhooks import create_app, log
 from hayhooks.server.routers import deploy_router, draw_router, undeploy_router
 from hayhooks.server.utils.deploy_utils import rebuild_openapi
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
 from letta_hayhooks import __version__
+from letta_hayhooks.chat.service import AgentChat
 from letta_hayhooks.errors import OpenAIError, invalid_request, model_not_found, too_large
+from letta_hayhooks.openai_wire import WireChunk
 from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models, use_settings
 from letta_hayhooks.server.maintenance import list_sessions
 from letta_hayhooks.settings import Settings, get_settings
@@ -107,13 +111,47 @@ class ApiKeyMiddleware:
                          {"WWW-Authenticate": "Bearer"})
 
 
+async def answer_agent_chat(
+    chat: AgentChat, model: str, body: dict[str, Any], scope: MutableMapping[str, Any], receive: Callable,
+    send: Callable,
+) -> None:
+    """
+    Answer a chat completion for an agent with exact OpenAI objects.
+
+    Hayhooks' own chat route validates a non-streaming answer against its `ChatCompletion` model, which adds
+    `"delta": null` to every choice; agents are answered here instead, with the same SSE framing for streams.
+    """
+    try:
+        result = await chat.answer(model, body.get("messages"), body, Headers(scope=scope))
+    except OpenAIError as error:
+        await _send_json(send, error.status, error.body(), error.headers)
+        return
+    except Exception as exc:  # noqa: BLE001 - a bug must still answer with an OpenAI error body
+        log.opt(exception=exc).error("Unhandled error")
+        await _send_json(send, 500, error_body(500, "Internal error in the proxy.", code="internal_error"))
+        return
+    if isinstance(result, dict):
+        await _send_json(send, 200, result)
+        return
+
+    async def frames() -> AsyncIterator[str]:
+        async for item in result:
+            if isinstance(item, WireChunk):
+                yield f"data: {item.model_dump_json()}\n\n"
+            else:  # Open WebUI status events
+                yield event_to_sse_msg(item.to_event_dict())
+
+    await StreamingResponse(frames(), media_type="text/event-stream")(scope, receive, send)
+
+
 class ChatRequestGate:
     """
-    Checks chat requests before Hayhooks routes them.
+    Checks chat requests before Hayhooks routes them, and answers those for agents.
 
     It bounds the body size (413), turns malformed JSON into a 400, and resolves `model`: an advertised model id
-    passes, a raw agent id or an agent created since the last refresh is resolved through the catalogue (and the
-    body rewritten to the advertised id), anything else is a 404 `model_not_found`.
+    passes, a raw agent id or an agent created since the last refresh is resolved through the catalogue, anything
+    else is a 404 `model_not_found`. Agents are answered by `answer_agent_chat`; other pipelines deployed beside them
+    go on to Hayhooks' route (with the body's `model` rewritten to the advertised id).
     """
 
     def __init__(self, app: ASGIApp, models: Callable[[], AgentModels], max_body_bytes: int) -> None:
@@ -167,6 +205,10 @@ class ChatRequestGate:
         resolved = await self._resolve(model)
         if resolved is None:
             await _send_json(send, 404, model_not_found(model).body())
+            return
+        wrapper = self.models().wrappers.get(resolved)
+        if wrapper is not None:
+            await answer_agent_chat(wrapper.chat, resolved, body, scope, receive, send)
             return
         if resolved != model:
             body["model"] = resolved

@@ -7,18 +7,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from letta_client import AsyncLetta, Letta
+
 from letta_hayhooks.components.prompt_overlay import OVERLAY_TAG, overlay_label
 from letta_hayhooks.components.session_resolver import SUMMARY_PREFIX
-from letta_hayhooks.letta_access.clients import LettaConnection, all_items, async_client, sync_client
+from letta_hayhooks.letta_access.paging import all_items, page_items
 
 
 def _meta(block: Any) -> dict[str, Any]:
     return (getattr(block, "metadata", None) or {}).get("letta_hayhooks") or {}
 
 
-def delete_stale_overlays(connection: LettaConnection, max_age_seconds: float) -> int:
+def delete_stale_overlays(client: Letta, max_age_seconds: float) -> int:
     """Delete system-prompt blocks not used for `max_age_seconds`; returns how many were deleted."""
-    client = sync_client(connection)
     now = time.time()
     deleted = 0
     for block in all_items(client.blocks.list, tags=[OVERLAY_TAG]):
@@ -31,20 +32,17 @@ def delete_stale_overlays(connection: LettaConnection, max_age_seconds: float) -
     return deleted
 
 
-async def list_sessions(connection: LettaConnection, agent_id: str) -> list[dict[str, Any]]:
+async def list_sessions(client: AsyncLetta, agent_id: str) -> list[dict[str, Any]]:
     """The proxy sessions of an agent: key, conversation id, overlay hash, last use."""
-    client = async_client(connection)
     sessions = []
     page = await client.conversations.list(agent_id=agent_id, summary_search=SUMMARY_PREFIX.strip(), limit=1000)
-    items = page if isinstance(page, list) else getattr(page, "items", page)
-    for conversation in items:
+    for conversation in page_items(page):
         summary = conversation.summary or ""
         if not summary.startswith(SUMMARY_PREFIX):
             continue
         scope, _, key = summary[len(SUMMARY_PREFIX):].partition(" ")
         overlay = None
-        blocks = await client.blocks.list(label=overlay_label(scope), limit=1)
-        block_items = getattr(blocks, "items", blocks)
+        block_items = page_items(await client.blocks.list(label=overlay_label(scope), limit=1))
         if block_items:
             overlay = _meta(block_items[0]).get("sha256")
         last = conversation.last_message_at or conversation.updated_at or conversation.created_at

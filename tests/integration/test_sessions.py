@@ -15,9 +15,10 @@ import uuid
 import httpx
 import openai
 import pytest
-from letta_hayhooks.components.prompt_overlay import overlay_label
-from letta_hayhooks.components.session_resolver import SUMMARY_PREFIX, session_digest
 
+from letta_hayhooks.components.prompt_overlay import overlay_label
+from letta_hayhooks.components.session_resolver import SUMMARY_PREFIX
+from letta_hayhooks.turn_plan import session_digest
 from tests.conftest import Backend, Server, wait_for_model
 
 pytestmark = pytest.mark.integration
@@ -101,9 +102,9 @@ def test_otids_are_deterministic_and_reach_letta(letta_backend: Backend, server:
     (conversation,) = our_conversations(letta_backend, agent.id, key)
     page = letta_backend.client.conversations.messages.list(conversation.id, order="asc", limit=50)
     sent = [m for m in page.items if m.message_type == "user_message"]
-    from letta_hayhooks.components.session_resolver import turn_otid
+    from letta_hayhooks.turn_plan import turn_otids
 
-    expected = turn_otid(session_digest(agent.id, key), [{"role": "user", "content": "otid please"}], 0)
+    expected = turn_otids(session_digest(agent.id, key), [{"role": "user", "content": "otid please"}], [0])[0]
     assert [m.otid for m in sent] == [expected]
 
 
@@ -271,9 +272,9 @@ def test_stale_prompt_blocks_are_garbage_collected(letta_backend: Backend, serve
                                        {"role": "user", "content": "hello"}])
     label = overlay_label(session_digest(agent.id, key))
     assert len(letta_backend.client.blocks.list(label=label).items) == 1
-    connection = LettaConnection(letta_backend.base_url)
-    assert delete_stale_overlays(connection, max_age_seconds=3600) == 0  # just used: kept
-    assert delete_stale_overlays(connection, max_age_seconds=-1) >= 1
+    client = LettaConnection(letta_backend.base_url).sync_client()
+    assert delete_stale_overlays(client, max_age_seconds=3600) == 0  # just used: kept
+    assert delete_stale_overlays(client, max_age_seconds=-1) >= 1
     assert letta_backend.client.blocks.list(label=label).items == []
     assert {b.label for b in letta_backend.client.agents.blocks.list(agent.id)} == {"persona", "human"}
 

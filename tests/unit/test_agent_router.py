@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from haystack import Pipeline
-from letta_hayhooks.components import AgentRouter
-from letta_hayhooks.components.agent_router import AgentCatalog, CatalogFilter, advertise
 
+from letta_hayhooks.components import AgentRouter
 from letta_hayhooks.errors import OpenAIError
+from letta_hayhooks.letta_access.catalog import AgentCatalog, CatalogFilter, advertise
 from letta_hayhooks.letta_access.clients import LettaConnection
 
 

@@ -6,14 +6,14 @@ import asyncio
 import json
 from typing import Any
 
-import letta_hayhooks.components.letta_chat_generator as generator_module
 import pytest
 from haystack import Pipeline
 from haystack.dataclasses import StreamingChunk
 from haystack.utils import Secret
-from letta_hayhooks.components import LettaChatGenerator
 
+from letta_hayhooks.components import LettaChatGenerator
 from letta_hayhooks.errors import OpenAIError
+from letta_hayhooks.letta_access.clients import LettaConnection
 from tests.conftest import load_events
 
 
@@ -74,12 +74,16 @@ class FakeClient:
         self.cancelled.append(conversation_id)
         return {}
 
+    async def close(self) -> None:
+        self.closed = True
+
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch):
     def install(name: str) -> FakeClient:
         client = FakeClient(load_events(name))
-        monkeypatch.setattr(generator_module, "async_client", lambda _connection: client)
+        # every client a component builds (its own, or a blocking run's private one) is the fake
+        monkeypatch.setattr(LettaConnection, "async_client", lambda _connection: client)
         return client
 
     return install

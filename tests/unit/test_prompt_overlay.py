@@ -10,7 +10,7 @@ from letta_hayhooks.components.prompt_overlay import (
     prompt_hash,
     render_block,
 )
-from letta_hayhooks.components.session_resolver import session_digest
+from letta_hayhooks.turn_plan import session_digest
 
 COMPILED = "<base_instructions>x</base_instructions>\n<memory_blocks>\n<persona>\np\n</persona>\n</memory_blocks>\n" \
            "<memory_metadata>\n- AGENT_ID: a\n</memory_metadata>"
@@ -62,10 +62,10 @@ class _FailingBlocks:
 
 
 async def test_block_failure_falls_back_to_the_request_prompt(monkeypatch) -> None:
-    import letta_hayhooks.components.prompt_overlay as overlay_module
+    from letta_hayhooks.letta_access.clients import LettaConnection
 
     fake = _FailingBlocks()
-    monkeypatch.setattr(overlay_module, "async_client", lambda _connection: fake)
+    monkeypatch.setattr(LettaConnection, "async_client", lambda _connection: fake)
     overlay = PromptOverlay(base_url="http://letta")
     out = await overlay.run_async(agent_id="a", conversation_id="conv", session_scope="s", system_prompt="Be terse.")
     assert "Be terse." in out["override_system"] and "<persona>" in out["override_system"]

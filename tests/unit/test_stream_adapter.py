@@ -9,14 +9,10 @@ from haystack import Pipeline
 from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCall, ToolCallDelta
 from hypothesis import given
 from hypothesis import strategies as st
-from letta_hayhooks.components.stream_adapter import (
-    JsonStringDecoder,
-    LettaEventTranslator,
-    OpenAIChunkEncoder,
-    StreamAdapter,
-    completion_from_reply,
-)
 
+from letta_hayhooks.components.stream_adapter import StreamAdapter
+from letta_hayhooks.letta_access.events import JsonStringDecoder, LettaEventTranslator
+from letta_hayhooks.openai_wire import OpenAIChunkEncoder, completion_from_reply
 from tests.conftest import load_events
 
 CODE = 'Here:\n```python\nprint("a\\nb")  # C:\\new\\table\n```\ncaf\u00e9 \U0001F600 "quoted"'

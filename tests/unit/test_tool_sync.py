@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from letta_hayhooks.components import ToolSync
 from letta_hayhooks.components.tool_sync import pending_tool_calls, tool_result_is_error
-
 from tests.conftest import load_events
 
 

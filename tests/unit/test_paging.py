@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from letta_hayhooks.letta_access.clients import all_items, all_items_async
+from letta_hayhooks.letta_access.paging import all_items, all_items_async
 
 
 def pages_of(ids: list[str], *, ignore_cursor: bool = False):

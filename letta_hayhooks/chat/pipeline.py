@@ -1,0 +1,85 @@
+"""
+One agent's Haystack pipeline: router -> session -> overlay -> tool_sync -> generator -> adapter.
+
+Every component gets its configuration from `Settings` here, the Letta API key included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from haystack import Pipeline
+from haystack.utils import Secret
+
+from letta_hayhooks.components import (
+    AgentRouter,
+    LettaChatGenerator,
+    PromptOverlay,
+    SessionResolver,
+    StreamAdapter,
+    ToolSync,
+)
+from letta_hayhooks.components.prompt_overlay import CompiledPrompts
+from letta_hayhooks.settings import Settings
+
+
+@dataclass
+class AgentPipeline:
+    """The pipeline and the one piece of its state its runner touches: the compiled-prompt cache."""
+
+    pipeline: Pipeline
+    compiled_prompts: CompiledPrompts
+
+
+def build_agent_pipeline(settings: Settings) -> AgentPipeline:
+    """One agent's pipeline, configured from `settings`."""
+    api = {
+        "base_url": settings.letta_base_url,
+        "api_key": Secret.from_token(settings.letta_api_key) if settings.letta_api_key else None,
+        "project": settings.letta_project,
+        "timeout": settings.letta_timeout,
+        "connect_timeout": settings.letta_connect_timeout,
+    }
+    compiled_prompts = CompiledPrompts(settings.prompt_cache_seconds)
+    pipeline = Pipeline()
+    pipeline.add_component(
+        "router",
+        AgentRouter(
+            **api,
+            tags=settings.agent_tags,
+            name_regex=settings.agent_name_regex,
+            hide_sleeptime=settings.hide_sleeptime_agents,
+            refresh_interval=settings.refresh_interval,
+        ),
+    )
+    pipeline.add_component("session", SessionResolver(**api))
+    pipeline.add_component(
+        "overlay",
+        PromptOverlay(**api, enabled=settings.overlay_enabled, prompt_cache_seconds=settings.prompt_cache_seconds,
+                      compiled_prompts=compiled_prompts),
+    )
+    pipeline.add_component("tool_sync", ToolSync(**api))
+    pipeline.add_component("generator", LettaChatGenerator(**api, stream_tokens=settings.stream_tokens))
+    pipeline.add_component("adapter", StreamAdapter(think_tags=settings.think_tags))
+    for receiver in ("session", "overlay", "tool_sync", "generator"):
+        pipeline.connect("router.agent_id", f"{receiver}.agent_id")
+    pipeline.connect("router.agent_type", "generator.agent_type")
+    for receiver in ("overlay", "tool_sync", "generator"):
+        pipeline.connect("session.conversation_id", f"{receiver}.conversation_id")
+        pipeline.connect("session.ephemeral", f"{receiver}.ephemeral")
+    pipeline.connect("session.session_scope", "overlay.session_scope")
+    pipeline.connect("session.messages", "tool_sync.messages")
+    pipeline.connect("session.replay", "generator.replay")
+    pipeline.connect("overlay.override_system", "generator.override_system")
+    pipeline.connect("tool_sync.client_tools", "generator.client_tools")
+    pipeline.connect("tool_sync.messages", "generator.messages")
+    pipeline.connect("generator.replies", "adapter.replies")
+    return AgentPipeline(pipeline, compiled_prompts)
+
+
+async def close_pipeline(pipeline: Pipeline) -> None:
+    """Release the Letta clients of a pipeline's components."""
+    for _name, instance in pipeline.walk():
+        close = getattr(instance, "close", None)
+        if close is not None:
+            await close()

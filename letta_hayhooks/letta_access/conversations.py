@@ -1,0 +1,45 @@
+"""
+Which Letta conversation a call targets, and reading a conversation's recent history.
+
+Letta addresses an agent's own thread as the conversation `"default"` plus the agent's id; every other conversation
+by its id alone. That rule lives here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from letta_client import AsyncLetta, omit
+
+from letta_hayhooks.letta_access.paging import page_items
+
+DEFAULT_CONVERSATION = "default"
+
+
+def agent_param(agent_id: str, conversation_id: str) -> Any:
+    """The `agent_id` argument of a conversation call: the agent for its default thread, omitted otherwise."""
+    return agent_id if conversation_id == DEFAULT_CONVERSATION else omit
+
+
+def _field(obj: Any, name: str) -> Any:
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def chronological(items: list[Any], *, assume_ascending: bool) -> list[Any]:
+    """Messages in time order, whichever order the server returned them in."""
+    if len(items) < 2:
+        return list(items)
+    first, last = _field(items[0], "date"), _field(items[-1], "date")
+    if first is not None and last is not None and first != last:
+        return list(items) if first < last else list(reversed(items))
+    return list(items) if assume_ascending else list(reversed(items))
+
+
+async def recent_messages(client: AsyncLetta, agent_id: str, conversation_id: str, limit: int) -> list[dict[str, Any]]:
+    """The last `limit` messages of a conversation as JSON dicts, oldest first."""
+    page = await client.conversations.messages.list(
+        conversation_id, agent_id=agent_param(agent_id, conversation_id), order="desc", limit=limit
+    )
+    history = [m.model_dump(mode="json") for m in page_items(page)]
+    # the default thread's listing ignores `order` on some Letta versions: dates decide, else its own order
+    return chronological(history, assume_ascending=conversation_id == DEFAULT_CONVERSATION)

@@ -1,0 +1,174 @@
+"""
+A turn's identity, decided once per request: which session it belongs to and how it is told apart from a repeat.
+
+`plan_turn` turns the request's headers, its validated body and the session policy into a `TurnPlan`. Load control
+(the lane), idempotency (the slot), the session resolver (scope, otids, whether Letta may already hold the turn) and
+the prompt overlay (the scope of its block label) all read this one plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from letta_hayhooks.errors import invalid_request
+from letta_hayhooks.openai_request import ChatRequest, content_digest
+
+MAX_SESSION_KEY_CHARS = 256
+# The scope key of requests without a session key (the agent's own thread); no client key can equal it.
+DEFAULT_SESSION = "\x00default"
+
+SESSION_HEADERS = ("x-session-id", "x-letta-chat-key")
+OPEN_WEBUI_CHAT_HEADER = "x-openwebui-chat-id"
+IDEMPOTENCY_HEADERS = ("idempotency-key", "x-idempotency-key")
+
+
+def session_digest(agent_id: str, session_key: str) -> str:
+    """The agent-scoped, fixed-length id of a session key."""
+    return hashlib.sha256(f"{agent_id}\x00{session_key}".encode()).hexdigest()[:32]
+
+
+def check_session_key(key: str | None) -> str | None:
+    """
+    Validate a client-supplied session key; blank means none.
+
+    :raises OpenAIError: 400 for a key over 256 characters or with control characters.
+    """
+    if key is None:
+        return None
+    key = key.strip()
+    if not key:
+        return None
+    if len(key) > MAX_SESSION_KEY_CHARS:
+        msg = f"The session key is longer than {MAX_SESSION_KEY_CHARS} characters."
+        raise invalid_request(msg, param="session", code="invalid_session_key")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in key):
+        msg = "The session key contains control characters."
+        raise invalid_request(msg, param="session", code="invalid_session_key")
+    return key
+
+
+def _uuid(seed: str) -> str:
+    return str(uuid.UUID(bytes=hashlib.sha256(seed.encode()).digest()[:16]))
+
+
+def turn_otids(scope: str, messages: Sequence[Mapping[str, Any]], positions: Sequence[int]) -> list[str]:
+    """
+    Deterministic otids for the user messages at `positions` of the transcript, in one pass over it.
+
+    An otid depends on the session scope, how many user messages came before, the message itself and the assistant
+    message before it: a retried or regenerated request gets the same otid, a new turn a different one.
+    """
+    wanted = set(positions)
+    found: dict[int, str] = {}
+    users_before = 0
+    last_assistant: Mapping[str, Any] | None = None
+    assistant_digest = ""  # of `last_assistant`, computed only when a wanted position needs it
+    digested: Mapping[str, Any] | None = None
+    for i, message in enumerate(messages[: max(positions) + 1] if positions else ()):
+        role = message.get("role")
+        if i in wanted:
+            if last_assistant is not digested:
+                assistant_digest = content_digest(last_assistant.get("content") or last_assistant.get("tool_calls")
+                                                  or "") if last_assistant is not None else ""
+                digested = last_assistant
+            found[i] = _uuid(f"{scope}\x00{users_before}\x00{content_digest(message.get('content'))}"
+                             f"\x00{assistant_digest}")
+        if role == "user":
+            users_before += 1
+        elif role == "assistant":
+            last_assistant = message
+    return [found[p] for p in positions]
+
+
+@dataclass(frozen=True)
+class TurnPlan:
+    """Everything that identifies one turn; computed once, read by every step (immutable, never copied)."""
+
+    agent_id: str
+    session_key: str | None  # validated; None without one
+    session_source: str  # where the key came from: header, openwebui, user, none
+    scope: str  # agent-scoped session digest (the default thread's without a key)
+    throwaway: bool  # a conversation made for this request only, deleted after it
+    lane: str  # the load-control queue this turn waits in
+    idempotency_key: str | None  # the client's Idempotency-Key
+    idempotency_slot: str | None  # where its outcome is kept (scoped to agent and session)
+    otids: tuple[str, ...]  # of the new user messages, in order
+    previous_otid: str | None  # of the user message before them, when there is one
+    check_duplicates: bool  # whether Letta may already hold these otids (a retry or a regenerate)
+
+    def __deepcopy__(self, memo: dict) -> TurnPlan:
+        return self  # Haystack deep-copies component inputs; a frozen plan can be shared
+
+
+def _header(headers: Mapping[str, str] | None, names: Sequence[str]) -> str | None:
+    if headers is None:
+        return None
+    for name in names:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def plan_turn(
+    agent_id: str,
+    request: ChatRequest,
+    headers: Mapping[str, str] | None,
+    *,
+    policy: str,
+    request_id: str,
+) -> TurnPlan:
+    """
+    Decide the turn's session, lane, idempotency slot and otids.
+
+    Session key, first match wins: `X-Session-Id` / `X-Letta-Chat-Key`, Open WebUI's chat id on streaming requests,
+    the body's `user`. Open WebUI's non-streaming background tasks (titles, tags) carry its chat id but must not write
+    into the chat, so they get a throwaway conversation. Without a key, `policy` decides: `agent` (the agent's own
+    thread) or `ephemeral` (a throwaway conversation per request).
+
+    :raises OpenAIError: 400 for a malformed session key.
+    """
+    open_webui_chat = _header(headers, (OPEN_WEBUI_CHAT_HEADER,))
+    key, source = _header(headers, SESSION_HEADERS), "header"
+    if key is None and request.stream and open_webui_chat:
+        key, source = open_webui_chat, "openwebui"
+    if key is None:
+        key, source = request.user, "user"
+    key = check_session_key(key)
+    if key is None:
+        source = "none"
+    background_task = key is None and open_webui_chat is not None and not request.stream
+    throwaway = background_task or (key is None and policy == "ephemeral")
+    scope = session_digest(agent_id, key if key is not None else DEFAULT_SESSION)
+    idempotency_key = _header(headers, IDEMPOTENCY_HEADERS)
+    positions = request.new_turn.user_positions
+    if key is None and not any(m.get("role") == "assistant" for m in request.messages):
+        # a one-shot request to the agent's own thread: only an Idempotency-Key makes it a retry
+        seed = idempotency_key or uuid.uuid4().hex
+        otids = [_uuid(f"{scope}\x00{seed}\x00{p}") for p in positions]
+        previous_otid = None
+        check = idempotency_key is not None
+    else:
+        previous_users = [i for i in range(positions[0]) if request.messages[i].get("role") == "user"][-1:] \
+            if positions else []
+        computed = turn_otids(scope, request.messages, previous_users + list(positions))
+        previous_otid = computed[0] if previous_users else None
+        otids = computed[len(previous_users):]
+        check = True
+    return TurnPlan(
+        agent_id=agent_id,
+        session_key=key,
+        session_source=source,
+        scope=scope,
+        throwaway=throwaway,
+        lane=f"throwaway-{request_id}" if throwaway else scope,
+        idempotency_key=idempotency_key,
+        idempotency_slot=f"{agent_id}\x00{scope}\x00{idempotency_key}" if idempotency_key else None,
+        otids=tuple(otids),
+        previous_otid=previous_otid,
+        check_duplicates=check,
+    )
