@@ -29,10 +29,19 @@ from letta_hayhooks.chat.idempotency import IdempotencyStore
 from letta_hayhooks.chat.load_control import LoadController, Ticket
 from letta_hayhooks.chat.pipeline import AgentPipeline, build_agent_pipeline
 from letta_hayhooks.errors import OpenAIError, from_letta_exception, upstream_timeout
-from letta_hayhooks.openai_request import ChatRequest, ReadOnlyList, validate_chat_request
+from letta_hayhooks.openai_request import (
+    ChatRequest,
+    ReadOnlyList,
+    RequestLimits,
+    check_image_urls,
+    validate_chat_request,
+)
 from letta_hayhooks.openai_wire import DONE, OpenAIChunkEncoder, WireChunk, completion_from_reply
 from letta_hayhooks.settings import Settings
 from letta_hayhooks.turn_plan import TurnPlan, plan_turn
+
+# Transcripts up to this many messages are checked on the event loop (well under a millisecond).
+_INLINE_MESSAGES = 200
 
 
 def request_fingerprint(body: Mapping[str, Any]) -> str:
@@ -106,10 +115,20 @@ class AgentChat:
         :raises OpenAIError: for every refusal or failure before a stream starts.
         """
         settings = self.settings
-        request = validate_chat_request(model, messages, body, max_system_bytes=settings.max_system_prompt_bytes)
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
-        plan = plan_turn(self.agent_id, request, headers, policy=settings.session_policy.value,
-                         request_id=completion_id)
+        limits = RequestLimits.from_settings(settings)
+
+        def prepare() -> tuple[ChatRequest, TurnPlan]:
+            request = validate_chat_request(model, messages, body, limits=limits)
+            return request, plan_turn(self.agent_id, request, headers, policy=settings.session_policy.value,
+                                      request_id=completion_id)
+
+        if isinstance(messages, list) and len(messages) > _INLINE_MESSAGES:
+            # a long transcript takes milliseconds to check and digest: off the event loop, so no request waits
+            request, plan = await asyncio.to_thread(prepare)
+        else:
+            request, plan = prepare()
+        await check_image_urls(request)
         trace = DebugTrace.start(settings, completion_id)
         data = self._pipeline_inputs(request, plan, model, completion_id, trace)
 
