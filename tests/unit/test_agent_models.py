@@ -51,3 +51,29 @@ def test_a_deleted_agent_leaves_the_list() -> None:
     models.catalog._store([("agent-2", "reader", None, 2, ())])
     models.apply()
     assert [obj["id"] for obj in models.model_objects()] == ["reader"] and models.model_object("writer") is None
+
+
+def test_the_letta_api_key_from_settings_reaches_every_component() -> None:
+    settings = Settings(letta_base_url=f"http://127.0.0.1:9/{uuid.uuid4().hex}", letta_api_key="sk-from-settings")
+    models = AgentModels(settings, registry=type(hayhooks_registry)())
+    models.catalog._store([("agent-1", "writer", None, 0, ())])
+    models.apply()
+    pipeline = models.wrappers["writer"].chat.pipeline
+    letta_components = [name for name, instance in pipeline.walk() if hasattr(instance, "connection")]
+    assert letta_components == ["router", "session", "overlay", "tool_sync", "generator"]
+    for name in letta_components:
+        connection = pipeline.get_component(name).connection
+        assert (connection.api_key, connection.base_url) == ("sk-from-settings", settings.letta_base_url), name
+    assert models.catalog.connection.api_key == "sk-from-settings"
+    assert "sk-from-settings" not in repr(models.catalog.connection)
+
+
+def test_create_server_app_builds_the_agents_from_the_settings_it_is_given(monkeypatch) -> None:
+    from letta_hayhooks.server import agent_models as agent_models_module
+    from letta_hayhooks.server.app import create_server_app
+
+    monkeypatch.setattr(agent_models_module, "_DEFAULT_SETTINGS", None)
+    monkeypatch.delenv("LETTA_API_KEY", raising=False)
+    settings = Settings(letta_base_url="http://127.0.0.1:9", letta_api_key="sk-passed-in")
+    create_server_app(settings)
+    assert agent_models_module._DEFAULT_SETTINGS is settings  # what default_models() builds every pipeline from
