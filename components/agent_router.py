@@ -8,7 +8,6 @@ import re
 from typing import Any
 
 from haystack import component
-from haystack.utils import Secret
 
 from letta_hayhooks.errors import model_not_found
 from letta_hayhooks.letta_access.catalog import AgentCatalog, CatalogFilter
@@ -37,25 +36,18 @@ class AgentRouter(LettaComponent):
 
     def __init__(
         self,
-        base_url: str = "http://localhost:8283",
-        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),
         *,
-        project: str | None = None,
-        timeout: float = 300.0,
-        connect_timeout: float = 5.0,
         tags: list[str] | None = None,
         name_regex: str | None = None,
         hide_sleeptime: bool = True,
         refresh_interval: float = 30.0,
+        **connection: Any,
     ) -> None:
         """
         Create the router.
 
-        :param base_url: The Letta server.
-        :param api_key: Letta API key (optional for a self-hosted server).
-        :param project: Letta Cloud project, if any.
-        :param timeout: Read timeout for Letta calls, in seconds.
-        :param connect_timeout: Connect timeout for Letta calls, in seconds.
+        :param connection: Where Letta is (`base_url`, `api_key`, `project`, `timeout`, `connect_timeout`), as
+            in `LettaComponent`.
         :param tags: Serve only agents carrying at least one of these tags.
         :param name_regex: Serve only agents whose name matches this regular expression.
         :param hide_sleeptime: Hide Letta's internal `*sleeptime` agents.
@@ -63,8 +55,7 @@ class AgentRouter(LettaComponent):
         """
         if name_regex:
             re.compile(name_regex)
-        LettaComponent.__init__(self, base_url, api_key, project=project, timeout=timeout,
-                                connect_timeout=connect_timeout)  # Haystack rebuilds the class: no bare super()
+        LettaComponent.__init__(self, **connection)  # Haystack rebuilds the class: no bare super()
         self.tags = tags or []
         self.name_regex = name_regex
         self.hide_sleeptime = hide_sleeptime

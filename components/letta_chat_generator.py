@@ -12,7 +12,6 @@ from typing import Any
 
 from haystack import component, logging
 from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk
-from haystack.utils import Secret
 from letta_client import omit
 
 from letta_hayhooks.errors import OpenAIError, from_letta_exception
@@ -56,30 +55,22 @@ class LettaChatGenerator(LettaComponent):
 
     def __init__(
         self,
-        base_url: str = "http://localhost:8283",
-        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),
         *,
-        project: str | None = None,
-        timeout: float = 300.0,
-        connect_timeout: float = 5.0,
         stream_tokens: bool = True,
         include_pings: bool = True,
         streaming_callback: StreamingCallback | None = None,
+        **connection: Any,
     ) -> None:
         """
         Create the generator.
 
-        :param base_url: The Letta server.
-        :param api_key: Letta API key (optional for a self-hosted server).
-        :param project: Letta Cloud project, if any.
-        :param timeout: Read timeout for Letta calls, in seconds (between stream events).
-        :param connect_timeout: Connect timeout, in seconds.
+        :param connection: Where Letta is (`base_url`, `api_key`, `project`, `timeout`, `connect_timeout`), as
+            in `LettaComponent`.
         :param stream_tokens: Ask Letta for token deltas when streaming (else one event per step).
         :param include_pings: Ask Letta for keepalive pings, so long tool steps don't trip idle timeouts.
         :param streaming_callback: Default callback; a callback given to `run` wins.
         """
-        LettaComponent.__init__(self, base_url, api_key, project=project, timeout=timeout,
-                                connect_timeout=connect_timeout)  # Haystack rebuilds the class: no bare super()
+        LettaComponent.__init__(self, **connection)  # Haystack rebuilds the class: no bare super()
         self.stream_tokens = stream_tokens
         self.include_pings = include_pings
         self.streaming_callback = streaming_callback

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from haystack import component, logging
-from haystack.utils import Secret
 
 from letta_hayhooks.letta_access.component_base import LettaComponent
 from letta_hayhooks.letta_access.conversations import agent_param
@@ -129,31 +128,23 @@ class PromptOverlay(LettaComponent):
 
     def __init__(
         self,
-        base_url: str = "http://localhost:8283",
-        api_key: Secret = Secret.from_env_var("LETTA_API_KEY", strict=False),
         *,
-        project: str | None = None,
-        timeout: float = 300.0,
-        connect_timeout: float = 5.0,
         enabled: bool = True,
         prompt_cache_seconds: float = 30.0,
         compiled_prompts: CompiledPrompts | None = None,
+        **connection: Any,
     ) -> None:
         """
         Create the overlay.
 
-        :param base_url: The Letta server.
-        :param api_key: Letta API key (optional for a self-hosted server).
-        :param project: Letta Cloud project, if any.
-        :param timeout: Read timeout for Letta calls, in seconds.
-        :param connect_timeout: Connect timeout, in seconds.
+        :param connection: Where Letta is (`base_url`, `api_key`, `project`, `timeout`, `connect_timeout`), as
+            in `LettaComponent`.
         :param enabled: When False, client system prompts are ignored.
         :param prompt_cache_seconds: How long the agent's compiled prompt is reused (0 recompiles every turn). A
             turn in which the agent runs one of its own tools drops the cache, so its memory edits show at once.
         :param compiled_prompts: The cache of compiled prompts, shared with whoever invalidates it (not serialised).
         """
-        LettaComponent.__init__(self, base_url, api_key, project=project, timeout=timeout,
-                                connect_timeout=connect_timeout)  # Haystack rebuilds the class: no bare super()
+        LettaComponent.__init__(self, **connection)  # Haystack rebuilds the class: no bare super()
         self.enabled = enabled
         self.prompt_cache_seconds = prompt_cache_seconds
         # bounded like the session resolver's caches: a forgotten entry is looked up in Letta again
