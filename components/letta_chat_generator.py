@@ -16,13 +16,19 @@ from letta_client import omit
 
 from letta_hayhooks.errors import OpenAIError, from_letta_exception
 from letta_hayhooks.letta_access.component_base import LettaComponent
-from letta_hayhooks.letta_access.conversations import DEFAULT_CONVERSATION, agent_param
+from letta_hayhooks.letta_access.conversations import (
+    DEFAULT_CONVERSATION,
+    agent_param,
+    pending_tool_calls,
+    recent_messages,
+)
 from letta_hayhooks.letta_access.events import (
     DONE_EVENT,
     ESCAPED_TOKEN_AGENT_TYPES,
     LettaEventTranslator,
     sse_events,
 )
+from letta_hayhooks.letta_access.paging import page_items
 
 logger = logging.getLogger(__name__)
 
@@ -109,11 +115,15 @@ class LettaChatGenerator(LettaComponent):
         """
         callback = streaming_callback or self.streaming_callback
         tokens = bool(stream and self.stream_tokens)
-        translator = LettaEventTranslator(
-            escaped_text=tokens and agent_type in ESCAPED_TOKEN_AGENT_TYPES and replay is None,
-            client_tool_names={tool["name"] for tool in client_tools or []},
-            component_info=ComponentInfo.from_component(self),
-        )
+
+        def new_translator() -> LettaEventTranslator:
+            return LettaEventTranslator(
+                escaped_text=tokens and agent_type in ESCAPED_TOKEN_AGENT_TYPES and replay is None,
+                client_tool_names={tool["name"] for tool in client_tools or []},
+                component_info=ComponentInfo.from_component(self),
+            )
+
+        translator = new_translator()
 
         async def emit(chunks: list[StreamingChunk]) -> None:
             if callback is None:
@@ -128,17 +138,15 @@ class LettaChatGenerator(LettaComponent):
                 for event in _replay_events(replay):
                     await emit(translator.feed(event))
             else:
-                await self._stream_turn(
-                    translator,
-                    emit,
-                    event_observer,
-                    agent_id=agent_id,
-                    conversation_id=conversation_id,
-                    messages=messages,
-                    client_tools=client_tools,
-                    override_system=override_system,
-                    stream_tokens=tokens,
-                )
+                turn = {"agent_id": agent_id, "conversation_id": conversation_id, "client_tools": client_tools,
+                        "override_system": override_system, "stream_tokens": tokens}
+                await self._stream_turn(translator, emit, event_observer, messages=messages, **turn)
+                if _waiting_for_approval(translator.outcome):
+                    # an earlier client tool call got no result (the client sent a new message instead): deny it so
+                    # the conversation moves on, then send this turn again with the denial in front
+                    denial = await self._deny_pending_client_calls(agent_id, conversation_id)
+                    translator = new_translator()
+                    await self._stream_turn(translator, emit, event_observer, messages=[denial, *messages], **turn)
         finally:
             if ephemeral and conversation_id != DEFAULT_CONVERSATION:
                 await asyncio.shield(self._delete_conversation(conversation_id))
@@ -214,6 +222,29 @@ class LettaChatGenerator(LettaComponent):
         if translator.outcome.stop_reason is None and translator.outcome.error is None:
             translator.outcome.error = from_letta_exception(ConnectionError("Letta ended the stream early"))
 
+    async def _deny_pending_client_calls(self, agent_id: str, conversation_id: str) -> dict[str, Any]:
+        """
+        The approval message that denies every pending client tool call of the conversation.
+
+        :raises OpenAIError: 409 naming the call when the agent waits on one of its own tools (approve it in Letta).
+        """
+        try:
+            pending = pending_tool_calls(await recent_messages(self.client, agent_id, conversation_id, 20))
+            own_tools = {tool.name for tool in page_items(await self.client.agents.tools.list(agent_id, limit=200))}
+        except Exception as exc:
+            raise from_letta_exception(exc) from exc
+        for call_id, name in pending.items():
+            if name in own_tools:
+                msg = (f"The agent is waiting for approval to run its own tool '{name}' (tool call {call_id}). "
+                       "Approve or deny it in Letta; this API can only answer client tools.")
+                raise OpenAIError(409, msg, type="conflict_error", code="server_tool_approval_required")
+        logger.info("Denying {count} unanswered client tool call(s) in conversation {conversation_id}",
+                    count=len(pending), conversation_id=conversation_id)
+        return {"type": "approval", "approvals": [
+            {"type": "approval", "approve": False, "tool_call_id": call_id, "reason": DENIED_REASON}
+            for call_id in pending
+        ]}
+
     async def _delete_conversation(self, conversation_id: str) -> None:
         try:
             await self.client.conversations.delete(conversation_id)
@@ -231,6 +262,17 @@ class LettaChatGenerator(LettaComponent):
                         conversation_id=conversation_id)
         except Exception as exc:  # noqa: BLE001 - cancellation is best effort
             logger.warning("Could not cancel Letta run {run_id}: {error}", run_id=run_id, error=repr(exc))
+
+
+# What the agent sees when a client answers its tool call with a new message instead of the tool's result.
+DENIED_REASON = "The client did not run the tool."
+
+
+def _waiting_for_approval(outcome: Any) -> bool:
+    """True when Letta refused the turn because an earlier tool call still waits for its approval or result."""
+    detail = (outcome.error_detail or "").lower()
+    return outcome.error is not None and "waiting for approval" in detail and not outcome.text and \
+        not outcome.tool_calls
 
 
 async def _consume(

@@ -11,7 +11,7 @@ from haystack import component, logging
 
 from letta_hayhooks.errors import from_letta_exception, invalid_request
 from letta_hayhooks.letta_access.component_base import LettaComponent
-from letta_hayhooks.letta_access.conversations import recent_messages
+from letta_hayhooks.letta_access.conversations import pending_tool_calls, recent_messages
 from letta_hayhooks.openai_request import ReadOnlyList, message_text
 
 logger = logging.getLogger(__name__)
@@ -39,25 +39,6 @@ def tool_result_is_error(message: dict[str, Any]) -> bool:
             return False
         return isinstance(parsed, dict) and parsed.get("error") not in (None, False, "")
     return False
-
-
-def pending_tool_calls(history: list[dict[str, Any]]) -> dict[str, str]:
-    """Tool call id -> name of the approval requests that no later message answered."""
-    pending: dict[str, str] = {}
-    for message in history:
-        kind = message.get("message_type")
-        if kind == "approval_request_message":
-            calls = message.get("tool_calls")
-            calls = calls if isinstance(calls, list) and calls else [message.get("tool_call")]
-            for call in calls:
-                if call and call.get("tool_call_id"):
-                    pending[call["tool_call_id"]] = call.get("name") or ""
-        elif kind in ("approval_response_message", "user_message", "tool_return_message"):
-            if kind == "tool_return_message":
-                pending.pop(message.get("tool_call_id"), None)
-            else:
-                pending.clear()
-    return pending
 
 
 @component

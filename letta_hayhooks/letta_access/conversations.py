@@ -43,3 +43,22 @@ async def recent_messages(client: AsyncLetta, agent_id: str, conversation_id: st
     history = [m.model_dump(mode="json") for m in page_items(page)]
     # the default thread's listing ignores `order` on some Letta versions: dates decide, else its own order
     return chronological(history, assume_ascending=conversation_id == DEFAULT_CONVERSATION)
+
+
+def pending_tool_calls(history: list[dict[str, Any]]) -> dict[str, str]:
+    """Tool call id -> name of the approval requests that no later message answered."""
+    pending: dict[str, str] = {}
+    for message in history:
+        kind = message.get("message_type")
+        if kind == "approval_request_message":
+            calls = message.get("tool_calls")
+            calls = calls if isinstance(calls, list) and calls else [message.get("tool_call")]
+            for call in calls:
+                if call and call.get("tool_call_id"):
+                    pending[call["tool_call_id"]] = call.get("name") or ""
+        elif kind in ("approval_response_message", "user_message", "tool_return_message"):
+            if kind == "tool_return_message":
+                pending.pop(message.get("tool_call_id"), None)
+            else:
+                pending.clear()
+    return pending

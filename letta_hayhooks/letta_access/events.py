@@ -186,6 +186,7 @@ class TurnOutcome:
     usage: dict[str, Any] | None = None
     run_id: str | None = None
     error: OpenAIError | None = None
+    error_detail: str | None = None  # Letta's own words about the error, when it gave any
     server_approval: str | None = None
 
 
@@ -381,8 +382,9 @@ class LettaEventTranslator:
         return []
 
     def _on_error_message(self, event: Any) -> list[StreamingChunk]:
+        message = _get(event, "message") or _get(event, "detail") or "error"
+        self.outcome.error_detail = str(message)[:500]
         if self.outcome.error is None:  # the stop reason before it is more specific
-            message = _get(event, "message") or _get(event, "detail") or "error"
             error_type = _get(event, "error_type") or "letta_error"
             self.outcome.error = upstream_error(f"Letta reported an error: {message}"[:500], code=str(error_type))
         return []

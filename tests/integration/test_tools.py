@@ -203,3 +203,32 @@ def test_bad_tool_input_is_400(server: Server, agent, extra: dict, needle: str) 
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
     assert needle in error["message"]
+
+
+@pytest.mark.parametrize(("stream", "keyed"), [(False, True), (True, True), (False, False)])
+def test_a_new_message_instead_of_the_tool_result_moves_the_conversation_on(
+    letta_backend: Backend, server: Server, agent, stream: bool, keyed: bool
+) -> None:
+    # One unanswered client tool call used to lock the conversation (or the agent's default thread, for every keyless
+    # client): Letta rejected every later turn while its approval was pending. The proxy denies the pending call
+    # ("the client did not run the tool") and sends the turn.
+    client = client_for(server) if keyed else openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0,
+                                                            timeout=60)
+    messages = [{"role": "user", "content": 'CALL get_weather {"city": "Oslo"}'}]
+    first = client.chat.completions.create(model=agent.name, messages=messages, tools=[WEATHER])
+    (call,) = first.choices[0].message.tool_calls
+    messages += [first.choices[0].message.model_dump(exclude_none=True),
+                 {"role": "user", "content": "never mind, hello instead"}]
+    if stream:
+        chunks = list(client.chat.completions.create(model=agent.name, messages=messages, tools=[WEATHER],
+                                                     stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        text = client.chat.completions.create(model=agent.name, messages=messages, tools=[WEATHER]) \
+            .choices[0].message.content
+    assert text == "You said: never mind, hello instead"
+    # and the conversation keeps working without tools, too
+    messages += [{"role": "assistant", "content": text}, {"role": "user", "content": "still there?"}]
+    again = client.chat.completions.create(model=agent.name, messages=messages)
+    assert again.choices[0].message.content == "You said: still there?"
+    assert call.id  # the denied call is not offered again

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from letta_hayhooks.components import ToolSync
-from letta_hayhooks.components.tool_sync import pending_tool_calls, tool_result_is_error
+from letta_hayhooks.components.tool_sync import tool_result_is_error
+from letta_hayhooks.letta_access.conversations import pending_tool_calls
 from tests.conftest import load_events
 
 
