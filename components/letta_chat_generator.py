@@ -14,7 +14,7 @@ from haystack import component, logging
 from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk
 from letta_client import omit
 
-from letta_hayhooks.errors import OpenAIError, from_letta_exception
+from letta_hayhooks.errors import OpenAIError, describe_exception, from_letta_exception
 from letta_hayhooks.letta_access.component_base import LettaComponent
 from letta_hayhooks.letta_access.conversations import (
     DEFAULT_CONVERSATION,
@@ -250,7 +250,7 @@ class LettaChatGenerator(LettaComponent):
             await self.client.conversations.delete(conversation_id)
         except Exception as exc:  # noqa: BLE001 - a leftover throwaway conversation is harmless
             logger.warning("Could not delete conversation {conversation_id}: {error}", conversation_id=conversation_id,
-                           error=repr(exc))
+                           error=describe_exception(exc))
 
     async def _cancel_run(self, agent_id: str, conversation_id: str, run_id: str | None) -> None:
         try:
@@ -261,7 +261,7 @@ class LettaChatGenerator(LettaComponent):
             logger.info("Cancelled Letta run {run_id} in {conversation_id}", run_id=run_id,
                         conversation_id=conversation_id)
         except Exception as exc:  # noqa: BLE001 - cancellation is best effort
-            logger.warning("Could not cancel Letta run {run_id}: {error}", run_id=run_id, error=repr(exc))
+            logger.warning("Could not cancel Letta run {run_id}: {error}", run_id=run_id, error=describe_exception(exc))
 
 
 # What the agent sees when a client answers its tool call with a new message instead of the tool's result.
@@ -300,7 +300,7 @@ def _record_failure(translator: LettaEventTranslator, exc: Exception, agent_id: 
         translator.feed(body)  # Letta's own error event carried by the exception
     if translator.outcome.error is None:
         translator.outcome.error = from_letta_exception(exc)
-    logger.warning("Letta turn failed for agent {agent_id}: {error}", agent_id=agent_id, error=repr(exc))
+    logger.warning("Letta turn failed for agent {agent_id}: {error}", agent_id=agent_id, error=describe_exception(exc))
 
 
 _DRAINING: set[asyncio.Task] = set()

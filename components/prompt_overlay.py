@@ -12,6 +12,7 @@ from typing import Any
 
 from haystack import component, logging
 
+from letta_hayhooks.errors import describe_exception
 from letta_hayhooks.letta_access.component_base import LettaComponent
 from letta_hayhooks.letta_access.conversations import agent_param
 from letta_hayhooks.lru import LRU
@@ -201,7 +202,7 @@ class PromptOverlay(LettaComponent):
             except Exception as exc:  # noqa: BLE001 - documented fallback: the prompt still reaches this turn
                 self._blocks.pop(label, None)
                 logger.warning("Could not store the system prompt block {label}: {error}", label=label,
-                               error=repr(exc))
+                               error=describe_exception(exc))
 
     async def _find(self, label: str) -> _StoredBlock:
         client = self.client
@@ -249,7 +250,8 @@ class PromptOverlay(LettaComponent):
                 logger.info("Removed the system prompt block {label}", label=label)
             self._blocks.remember(label, _StoredBlock(block_id=None, digest=None))
         except Exception as exc:  # noqa: BLE001
-            logger.warning("Could not remove the system prompt block {label}: {error}", label=label, error=repr(exc))
+            logger.warning("Could not remove the system prompt block {label}: {error}", label=label,
+                           error=describe_exception(exc))
 
     async def _compiled_prompt(self, agent_id: str, conversation_id: str) -> str | None:
         cached = self.compiled_prompts.get(agent_id, conversation_id)
@@ -262,7 +264,7 @@ class PromptOverlay(LettaComponent):
             )
         except Exception as exc:  # noqa: BLE001 - the turn goes on without the overlay
             logger.warning("Could not compile the prompt of agent {agent_id}: {error}", agent_id=agent_id,
-                           error=repr(exc))
+                           error=describe_exception(exc))
             return None
         if not isinstance(compiled, str) or not compiled:
             return None

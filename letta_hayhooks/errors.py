@@ -90,6 +90,17 @@ def upstream_error(message: str, *, code: str = "letta_error") -> OpenAIError:
     return OpenAIError(502, message, type="server_error", code=code)
 
 
+def describe_exception(exc: BaseException) -> str:
+    """
+    An exception for a log line: its type and, for HTTP failures, the status; never its message.
+
+    Messages can carry request data (a `UnicodeEncodeError` holds the whole payload it failed on, Letta's error
+    bodies echo user input), and logs must not carry message text unless the operator turned debug text on.
+    """
+    status = getattr(exc, "status_code", None)
+    return f"{type(exc).__name__} (HTTP {status})" if isinstance(status, int) else type(exc).__name__
+
+
 def _letta_detail(exc: letta_client.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):

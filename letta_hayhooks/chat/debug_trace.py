@@ -21,6 +21,7 @@ from letta_hayhooks.settings import Settings
 TEXT_FIELDS = frozenset({
     "content", "reasoning", "arguments", "tool_return", "reasoning_content", "message", "text", "stdout", "stderr",
     "hidden_reasoning", "value", "summary",
+    "detail",  # Letta's error details echo the request (an image URL, a prompt)
 })
 _SINK_LOCK = threading.Lock()
 _SINKS: set[str] = set()

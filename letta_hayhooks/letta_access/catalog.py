@@ -17,7 +17,7 @@ from typing import Any
 from haystack import logging
 from letta_client import AsyncLetta, Letta
 
-from letta_hayhooks.errors import from_letta_exception, model_not_found
+from letta_hayhooks.errors import describe_exception, from_letta_exception, model_not_found
 from letta_hayhooks.letta_access.clients import LettaConnection
 from letta_hayhooks.letta_access.paging import all_items, all_items_async
 
@@ -144,7 +144,7 @@ class AgentCatalog:
             self.last_error = None
 
     def _failed(self, exc: BaseException) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        self.last_error = describe_exception(exc)
         logger.warning("Agent discovery failed: {error}", error=self.last_error)
 
     def refresh(self) -> bool:

@@ -22,9 +22,11 @@ from starlette.datastructures import Headers
 
 from letta_hayhooks.chat.pipeline import close_pipeline
 from letta_hayhooks.chat.service import AgentChat, SharedState
+from letta_hayhooks.errors import describe_exception
 from letta_hayhooks.letta_access.catalog import AgentCatalog, AgentInfo, CatalogFilter
 from letta_hayhooks.letta_access.clients import LettaConnection
 from letta_hayhooks.settings import Settings, get_settings
+from letta_hayhooks.tenants import Tenant, allows
 
 # Garbage collection of stale system-prompt blocks runs at most this often.
 _GC_INTERVAL_SECONDS = 3600.0
@@ -114,26 +116,38 @@ class AgentModels:
             self._remove_hidden()
 
     # ---- model objects (what /v1/models shows)
-    def model_objects(self) -> list[dict[str, Any]]:
-        """Every registered model in the registry's order, as OpenAI model objects (see `model_object`)."""
-        objects = [self.model_object(name) for name in self.registry.get_names()]
+    def model_objects(self, tenant: Tenant | None = None) -> list[dict[str, Any]]:
+        """
+        Every registered model `tenant` may use, in the registry's order, as OpenAI model objects (see
+        `model_object`); every model without a tenant (no API keys configured).
+        """
+        objects = [self.model_object(name, tenant) for name in self.registry.get_names()]
         return [obj for obj in objects if obj is not None]
 
-    def model_object(self, name: str) -> dict[str, Any] | None:
+    def model_object(self, name: str, tenant: Tenant | None = None) -> dict[str, Any] | None:
         """
-        One registered model as an OpenAI model object; None when nothing is registered under `name`.
+        One registered model as an OpenAI model object; None when nothing is registered under `name` or `tenant` may
+        not use it (the same answer, so a key cannot tell another key's agents from absent ones).
 
         An agent shows its creation time, its name and `letta_agent_id`; another pipeline someone deployed next to
         the agents shows as Hayhooks' (with `created` 0: Hayhooks does not know when it was deployed).
         """
+        info = self.subject(name)
+        if info is None or not allows(tenant, info):
+            return None
+        if name in self.wrappers:
+            return agent_model_object(info)
+        return {"id": name, "object": "model", "created": 0, "owned_by": "hayhooks", "name": name}
+
+    def subject(self, name: str) -> AgentInfo | None:
+        """What a key's agent patterns are matched against for a registered model; None when none is registered."""
         wrapper = self.wrappers.get(name)
         if wrapper is not None:
-            # the catalogue may have dropped the agent a moment before the registry does
-            info = self.catalog.by_id.get(wrapper.chat.agent_id) or AgentInfo(wrapper.chat.agent_id, name, name)
-            return agent_model_object(info)
+            # the catalogue may have dropped the agent a moment before the registry does (then no tags: fail closed)
+            return self.catalog.by_id.get(wrapper.chat.agent_id) or AgentInfo(wrapper.chat.agent_id, name, name)
         if self.registry.get(name) is None:
             return None
-        return {"id": name, "object": "model", "created": 0, "owned_by": "hayhooks", "name": name}
+        return AgentInfo(name, name, name)  # another pipeline: matched by its name
 
     def refresh(self) -> bool:
         """Refresh the catalogue from Letta (blocking) and apply it; False when Letta could not be listed."""
@@ -212,7 +226,7 @@ class AgentModels:
         try:
             return delete_stale_overlays(self.catalog.sync_client, self.settings.overlay_ttl_hours * 3600)
         except Exception as exc:  # noqa: BLE001 - retried next hour
-            log.warning("Overlay garbage collection failed: {}", exc)
+            log.warning("Overlay garbage collection failed: {}", describe_exception(exc))
             return 0
 
 

@@ -307,3 +307,38 @@ def test_bad_configuration_fails_at_startup_naming_the_variable() -> None:
     assert result.returncode != 0
     assert "LETTA_HAYHOOKS_REFRESH_INTERVAL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_no_message_text_or_key_in_the_log_at_default_settings(letta_backend: Backend, server_factory,
+                                                                 agent) -> None:
+    marker = f"MARMALADE{uuid.uuid4().hex[:6]}"
+    key = f"sk-test-{uuid.uuid4().hex}"
+    proxy = server_factory(letta_backend.base_url, extra_env={"LETTA_HAYHOOKS_API_KEYS": key})
+    wait_for_model(proxy.url, agent.name, headers={"Authorization": f"Bearer {key}"})
+    client = openai.OpenAI(base_url=proxy.v1, api_key=key, max_retries=0, timeout=60,
+                           default_headers={"X-Session-Id": f"log-{uuid.uuid4().hex}"})
+    system = {"role": "system", "content": f"Persona {marker}"}
+    client.chat.completions.create(model=agent.name, messages=[system, {"role": "user", "content": f"hi {marker}"}])
+    list(client.chat.completions.create(model=agent.name, stream=True,
+                                        messages=[system, {"role": "user", "content": f"THINK:{marker}"}]))
+    tool = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    client.chat.completions.create(model=agent.name, tools=[tool],
+                                   messages=[{"role": "user", "content": f'CALL lookup {{"q": "{marker}"}}'}])
+    failures = [
+        # the model provider fails (Letta reports an LLM error)
+        {"messages": [{"role": "user", "content": f"FAIL:500 {marker}"}]},
+        # a tool result nobody asked for
+        {"messages": [{"role": "user", "content": marker}, {"role": "assistant", "content": "x"},
+                      {"role": "tool", "tool_call_id": f"call_{marker}", "content": marker}]},
+        # bad input, echoed nowhere
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"http://{marker}"}}]}]},
+    ]
+    for extra in failures:
+        with pytest.raises(openai.APIError):
+            client.chat.completions.create(model=agent.name, **extra)
+    httpx.get(f"{proxy.v1}/models?api_key={key}", timeout=10)  # a key in a query string is refused, not logged
+    proxy.stop()
+    log = proxy.log()
+    assert "Chat" in log or "POST" in log  # the log is really captured
+    assert marker not in log
+    assert key not in log

@@ -87,3 +87,26 @@ async def test_idempotency_success_survives_a_late_failure_report() -> None:
     store.fail("k", RuntimeError("late"))
     owner, future = store.claim("k")
     assert not owner and await future == "answer"
+
+
+def test_logged_exceptions_carry_no_request_text() -> None:
+    import httpx
+    import letta_client
+
+    from letta_hayhooks.errors import describe_exception
+
+    payload = '{"messages": [{"content": "SECRET-PROMPT \\ud800"}]}'
+    try:
+        payload.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        assert "SECRET" in repr(exc)  # what used to reach the WARNING line
+        assert describe_exception(exc) == "UnicodeEncodeError"
+    response = httpx.Response(400, request=httpx.Request("POST", "http://letta/v1/x"),
+                              json={"detail": "bad image http://SECRET-URL"})
+    error = letta_client.BadRequestError("bad image http://SECRET-URL", response=response, body=response.json())
+    assert describe_exception(error) == "BadRequestError (HTTP 400)"
+
+
+def test_redaction_covers_letta_error_details() -> None:
+    event = {"message_type": "error_message", "detail": "could not fetch http://SECRET-URL", "error_type": "x"}
+    assert redact(event, include_text=False)["detail"] == "<redacted 33 chars>"
