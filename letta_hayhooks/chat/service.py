@@ -25,6 +25,7 @@ from hayhooks.events import create_status_event
 from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCallDelta
 
 from letta_hayhooks.chat.debug_trace import DebugTrace
+from letta_hayhooks.chat.drain import Drain, shutting_down
 from letta_hayhooks.chat.idempotency import IdempotencyStore
 from letta_hayhooks.chat.load_control import LoadController, Ticket
 from letta_hayhooks.chat.pipeline import AgentPipeline, build_agent_pipeline
@@ -38,10 +39,17 @@ from letta_hayhooks.openai_request import (
 )
 from letta_hayhooks.openai_wire import DONE, OpenAIChunkEncoder, WireChunk, completion_from_reply
 from letta_hayhooks.settings import Settings
+from letta_hayhooks.tenants import Tenant
 from letta_hayhooks.turn_plan import TurnPlan, plan_turn
 
-# Transcripts up to this many messages are checked on the event loop (well under a millisecond).
+# Transcripts up to this many messages and characters are checked on the event loop (well under a millisecond).
 _INLINE_MESSAGES = 200
+_INLINE_TEXT = 256 * 1024
+
+
+def _text_size(messages: list[Any]) -> int:
+    """Characters of string content in a transcript (cheap: lengths only)."""
+    return sum(len(m["content"]) for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
 
 
 def request_fingerprint(body: Mapping[str, Any]) -> str:
@@ -107,7 +115,8 @@ class AgentChat:
         return ChatCompletion(**result) if isinstance(result, dict) else result
 
     async def answer(
-        self, model: str, messages: Any, body: dict[str, Any], headers: Mapping[str, str] | None
+        self, model: str, messages: Any, body: dict[str, Any], headers: Mapping[str, str] | None, *,
+        tenant: Tenant | None = None,
     ) -> dict[str, Any] | AsyncGenerator:
         """
         Answer one chat-completion request: a `chat.completion` dict, or an async generator of stream items.
@@ -121,9 +130,9 @@ class AgentChat:
         def prepare() -> tuple[ChatRequest, TurnPlan]:
             request = validate_chat_request(model, messages, body, limits=limits)
             return request, plan_turn(self.agent_id, request, headers, policy=settings.session_policy.value,
-                                      request_id=completion_id)
+                                      request_id=completion_id, tenant=tenant)
 
-        if isinstance(messages, list) and len(messages) > _INLINE_MESSAGES:
+        if isinstance(messages, list) and (len(messages) > _INLINE_MESSAGES or _text_size(messages) > _INLINE_TEXT):
             # a long transcript takes milliseconds to check and digest: off the event loop, so no request waits
             request, plan = await asyncio.to_thread(prepare)
         else:
@@ -257,6 +266,9 @@ class AgentChat:
         """
         idem_key = plan.idempotency_slot
         ticket = await self.shared.load.acquire(self.agent_id, plan.lane)
+        if self.shared.drain.draining:  # it waited for its slot while the server began to stop
+            ticket.release()
+            raise shutting_down()
         deadline = time.monotonic() + self.settings.turn_timeout
         handle = self.pipeline.stream(data, streaming_components=["generator"], include_outputs_from={"generator"})
         iterator = handle.__aiter__()
@@ -293,6 +305,7 @@ class AgentChat:
         server_tools = False
         done = False
         failed: OpenAIError | None = None
+        open_stream = self.shared.drain.track()  # a server shutdown may end it early, with an error event
         try:
             for payload in encoder.role():
                 trace.openai_chunk(payload)
@@ -315,7 +328,7 @@ class AgentChat:
                         yield WireChunk.of(payload)
                     yield WireChunk.of(DONE)
                     done = True
-                chunk = await _next(iterator, deadline)
+                chunk = await open_stream.watch(_next(iterator, deadline))
             reply = handle.result["generator"]["replies"][0]
             if idem_key is not None:
                 self.shared.idempotency.resolve(idem_key, reply)
@@ -334,6 +347,7 @@ class AgentChat:
                     self.shared.idempotency.fail(idem_key, failed)
                 trace.error(failed)
             ticket.release()
+            open_stream.close()
             if server_tools:
                 self.compiled_prompts.invalidate(self.agent_id)
         if failed is not None:
@@ -393,3 +407,4 @@ class SharedState:
             queue_depth=settings.session_queue_depth,
             queue_wait=settings.session_queue_wait,
         )
+        self.drain = Drain(settings.shutdown_grace)  # begun when the server stops

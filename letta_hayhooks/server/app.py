@@ -13,8 +13,8 @@ Run it with `letta-hayhooks serve` (or `uvicorn --factory letta_hayhooks.server.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -33,18 +33,26 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 
 from letta_hayhooks import __version__
+from letta_hayhooks.chat.drain import DRAIN_STATE, shutting_down
 from letta_hayhooks.chat.service import AgentChat
-from letta_hayhooks.errors import OpenAIError, invalid_request, model_not_found, too_large
+from letta_hayhooks.errors import OpenAIError, from_letta_exception, invalid_request, model_not_found, too_large
 from letta_hayhooks.openai_wire import WireChunk
 from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models, use_settings
 from letta_hayhooks.server.maintenance import list_sessions
 from letta_hayhooks.settings import Settings, get_settings
+from letta_hayhooks.tenants import KeyPolicy, Tenant, allows
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable, Callable], Awaitable[None]]
 
+# Bodies up to this size are parsed on the event loop (well under a millisecond).
+_INLINE_PARSE_BYTES = 64 * 1024
 # Routes that stay open when API keys are required.
 OPEN_PATHS = frozenset({"/health", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+# Hayhooks' status routes name every deployed pipeline, so every agent: only for keys that may use them all.
+STATUS_PATH = "/status"
+# Where the API key middleware leaves the request's tenant in the ASGI scope (`tenant_of` reads it).
+TENANT_STATE = "letta_hayhooks_tenant"
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -83,32 +91,52 @@ def _header(scope: MutableMapping[str, Any], name: bytes) -> str | None:
     return None
 
 
+def tenant_of(scope: MutableMapping[str, Any]) -> Tenant | None:
+    """The tenant (API key) of a request; None when no API keys are configured."""
+    return (scope.get("state") or {}).get(TENANT_STATE)
+
+
 class ApiKeyMiddleware:
-    """Requires `Authorization: Bearer <key>` or `X-API-Key` on every route but the open ones."""
+    """
+    Requires `Authorization: Bearer <key>` or `X-API-Key` on every route but the open ones, and records the key's
+    `Tenant` in the ASGI scope (`tenant_of`) for the routes: which agents it may use, whose sessions are its own.
+    """
 
-    def __init__(self, app: ASGIApp, keys: list[str]) -> None:
+    def __init__(self, app: ASGIApp, policy: KeyPolicy) -> None:
         self.app = app
-        self.keys = [key.encode() for key in keys]
-
-    def _allowed(self, presented: str | None) -> bool:
-        if not presented:
-            return False
-        candidate = presented.encode()
-        # compare against every key in constant time; never log the presented value
-        return any(secrets.compare_digest(candidate, key) for key in self.keys)
+        self.policy = policy
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
+        if scope["type"] != "http" or not self.policy or scope["path"] in OPEN_PATHS or scope["method"] == "OPTIONS":
             await self.app(scope, receive, send)
             return
         auth = _header(scope, b"authorization") or ""
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        if self._allowed(token) or self._allowed(_header(scope, b"x-api-key")):
-            await self.app(scope, receive, send)
+        api_key = _header(scope, b"x-api-key")
+        # never log the presented values: only the tenant's name
+        tenant = self.policy.tenant_for(token) or self.policy.tenant_for(api_key)
+        if tenant is None:
+            message = "Missing API key." if not (token or api_key) else "Invalid API key."
+            await _send_json(send, 401, error_body(401, message, code="invalid_api_key"),
+                             {"WWW-Authenticate": "Bearer"})
             return
-        message = "Missing API key." if not (token or _header(scope, b"x-api-key")) else "Invalid API key."
-        await _send_json(send, 401, error_body(401, message, code="invalid_api_key"),
-                         {"WWW-Authenticate": "Bearer"})
+        path = scope["path"]
+        if (path == STATUS_PATH or path.startswith(STATUS_PATH + "/")) and not (tenant.admin or tenant.every_agent):
+            # answered like a route that does not exist, as other keys' agents are
+            message = f"Unknown route: {scope['method']} {path}"
+            await _send_json(send, 404, error_body(404, message, code="not_found"))
+            return
+        scope.setdefault("state", {})[TENANT_STATE] = tenant
+        await self.app(scope, receive, send)
+
+
+async def refuse_when_shutting_down(chat: AgentChat, send: Callable) -> bool:
+    """Once the server has begun to stop, answer a new turn 503 `server_shutting_down`; True when it did."""
+    if not chat.shared.drain.draining:
+        return False
+    error = shutting_down()
+    await _send_json(send, error.status, error.body(), error.headers)
+    return True
 
 
 async def answer_agent_chat(
@@ -121,8 +149,10 @@ async def answer_agent_chat(
     Hayhooks' own chat route validates a non-streaming answer against its `ChatCompletion` model, which adds
     `"delta": null` to every choice; agents are answered here instead, with the same SSE framing for streams.
     """
+    if await refuse_when_shutting_down(chat, send):
+        return
     try:
-        result = await chat.answer(model, body.get("messages"), body, Headers(scope=scope))
+        result = await chat.answer(model, body.get("messages"), body, Headers(scope=scope), tenant=tenant_of(scope))
     except OpenAIError as error:
         await _send_json(send, error.status, error.body(), error.headers)
         return
@@ -182,7 +212,8 @@ class ChatRequestGate:
             more = message.get("more_body", False)
         raw = b"".join(chunks)
         try:
-            body = json.loads(raw)
+            # parsing megabytes takes tens of milliseconds: off the event loop, so other requests are not held up
+            body = json.loads(raw) if len(raw) < _INLINE_PARSE_BYTES else await asyncio.to_thread(json.loads, raw)
         except ValueError:
             await _send_json(send, 400, invalid_request("The request body is not valid JSON.").body())
             return
@@ -202,7 +233,7 @@ class ChatRequestGate:
         if not isinstance(model, str) or not model:
             await _send_json(send, 400, invalid_request("'model' is required.", param="model").body())
             return
-        resolved = await self._resolve(model)
+        resolved = await self._resolve(model, tenant_of(scope))
         if resolved is None:
             await _send_json(send, 404, model_not_found(model).body())
             return
@@ -228,16 +259,25 @@ class ChatRequestGate:
 
         await self.app(scope, replay, send)
 
-    async def _resolve(self, model: str) -> str | None:
+    async def _resolve(self, model: str, tenant: Tenant | None) -> str | None:
+        """The registered model id for `model`; None when unknown or not one the tenant may use (both a 404)."""
         models = self.models()
         if model in models.wrappers:
-            return model
-        try:
-            info = await models.catalog.resolve(model)
-        except OpenAIError:
+            resolved = model
+        else:
+            try:
+                info = await models.catalog.resolve(model)
+            except OpenAIError:
+                return None
+            models.apply()
+            resolved = info.model_id if info.model_id in models.wrappers else None
+        if resolved is None or tenant is None:
+            return resolved
+        subject = models.subject(resolved)
+        if subject is None or not allows(tenant, subject):
+            log.info("Key '{}' may not use model '{}'", tenant.name, resolved)
             return None
-        models.apply()
-        return info.model_id if info.model_id in models.wrappers else None
+        return resolved
 
 
 def _remove_routes(app: FastAPI, routers: tuple[Any, ...]) -> None:
@@ -338,19 +378,23 @@ def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModel
 
     @router.get("/v1/models", summary="List models (one per served Letta agent)")
     @router.get("/models", include_in_schema=False)
-    async def list_models() -> JSONResponse:
-        return _json_response(200, {"object": "list", "data": current_models().model_objects()})
+    async def list_models(request: Request) -> JSONResponse:
+        data = current_models().model_objects(tenant_of(request.scope))
+        return _json_response(200, {"object": "list", "data": data})
 
     @router.get("/v1/models/{model:path}", summary="Retrieve a model (an agent name or a raw agent id)")
     @router.get("/models/{model:path}", include_in_schema=False)
-    async def retrieve_model(model: str) -> JSONResponse:
+    async def retrieve_model(model: str, request: Request) -> JSONResponse:
+        tenant = tenant_of(request.scope)
         agent_models = current_models()
-        found = agent_models.model_object(model)
+        found = agent_models.model_object(model, tenant)
         if found is None:
             try:
                 info = await agent_models.catalog.resolve(model)  # a raw agent id, or an agent created just now
             except OpenAIError as error:
                 return _json_response(error.status, error.body())
+            if not allows(tenant, info):
+                return _json_response(404, model_not_found(model).body())  # as if it did not exist
             agent_models.apply()  # served from now on
             found = agent_model_object(info)
         return _json_response(200, found)
@@ -379,7 +423,11 @@ def create_server_app(settings: Settings | None = None, models: AgentModels | No
     async def lifespan(application: FastAPI):
         async with hayhooks_lifespan(application):  # deploys pipelines/ (agent discovery starts there)
             current_models().apply()
-            yield
+            drain = current_models().shared.drain
+            # the lifespan state reaches the HTTP protocol (server/http_guard.py), which begins the drain as soon as
+            # the server starts to stop; under another protocol it begins here, once the connections have closed
+            yield {DRAIN_STATE: drain}
+            await drain.finish()
             await current_models().close()
 
     app.router.lifespan_context = lifespan
@@ -405,21 +453,38 @@ def create_server_app(settings: Settings | None = None, models: AgentModels | No
         }
         return _json_response(200 if letta["reachable"] else 503, body)
 
+    key_policy = KeyPolicy.load(settings.api_keys, settings.api_keys_file)
+    if key_policy:
+        log.info("API keys required: {}", ", ".join(
+            f"{t.name}{' (admin)' if t.admin else ''}" for t in key_policy.tenants))
+
     if settings.sessions_route:
 
-        @app.get("/v1/letta/sessions", tags=["operators"], summary="Proxy sessions of an agent")
-        async def sessions(model: str) -> JSONResponse:
+        @app.get("/v1/letta/sessions", tags=["operators"], summary="Proxy sessions of an agent (admin keys)")
+        async def sessions(model: str, request: Request) -> JSONResponse:
+            tenant = tenant_of(request.scope)
+            if tenant is not None and not tenant.may_list_sessions:
+                # it shows every key's session keys: only admin keys (or keys granted `sessions_route`)
+                log.info("Key '{}' refused the sessions view (not an admin key)", tenant.name)
+                body = error_body(403, "This API key may not use the sessions view: it needs an admin key.",
+                                  code="admin_key_required")
+                return _json_response(403, body)
             agent_models = current_models()
             try:
                 info = await agent_models.catalog.resolve(model)
-            except OpenAIError as error:
-                return _json_response(error.status, error.body())
-            rows = await list_sessions(agent_models.catalog.async_client, info.id)
+                if not allows(tenant, info):
+                    return _json_response(404, model_not_found(model).body())
+                rows = await list_sessions(agent_models.catalog.async_client, info.id, key_policy.tenants)
+            except Exception as exc:  # noqa: BLE001 - Letta down is a 503, not the proxy's 500
+                error = from_letta_exception(exc)
+                if error.status == 500:
+                    log.opt(exception=exc).error("Sessions view failed")
+                return _json_response(error.status, error.body(), error.headers)
             return _json_response(200, {"object": "list", "model": info.model_id, "agent_id": info.id, "data": rows})
 
     # innermost, so Hayhooks' request-id and CORS middleware also wrap these answers
-    if settings.api_keys:
-        app.user_middleware.append(Middleware(ApiKeyMiddleware, keys=settings.api_keys))
+    if key_policy:
+        app.user_middleware.append(Middleware(ApiKeyMiddleware, policy=key_policy))
     app.user_middleware.append(
         Middleware(ChatRequestGate, models=current_models, max_body_bytes=settings.max_body_bytes)
     )

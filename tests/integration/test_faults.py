@@ -551,3 +551,46 @@ def test_letta_killed_mid_stream_then_restarted(letta_backend: Backend, server: 
                                         extra_headers={"X-Session-Id": f"after-{uuid.uuid4().hex}"})
     tally(200)
     assert reply.choices[0].message.content == "You said: alive again"
+
+
+def test_healthz_stays_fast_while_the_largest_allowed_request_is_processed(server: Server, agent) -> None:
+    # The largest request the default limits allow: 5,000 messages (64 of them new user messages), ~7.7 MB, a
+    # 100 KB system prompt and a session key. Before, per-request work was quadratic and ran on the event loop:
+    # 20,000 small messages stalled /healthz for 19 s.
+    history: list[dict] = [{"role": "system", "content": "S" * 100_000}]
+    while len(history) + 2 <= 5000 - 64:
+        history += [{"role": "user", "content": "u" * 1500}, {"role": "assistant", "content": "a" * 1500}]
+    messages = history + [{"role": "user", "content": f"new {i} " + "n" * 1500} for i in range(64)]
+    assert 4990 < len(messages) <= 5000
+    body = json.dumps({"model": agent.name, "messages": messages}).encode()
+    assert len(body) < 8 * 1_048_576  # under the default body limit
+
+    latencies: list[float] = []
+    done = False
+
+    def probe() -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            while not done:
+                started = time.perf_counter()
+                client.get("/healthz").raise_for_status()
+                latencies.append(time.perf_counter() - started)
+                time.sleep(0.01)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        prober = pool.submit(probe)
+        time.sleep(0.2)
+        started = time.perf_counter()
+        response = httpx.post(f"{server.v1}/chat/completions", content=body, timeout=300,
+                              headers={"content-type": "application/json", "X-Session-Id": f"big-{uuid.uuid4().hex}"})
+        elapsed = time.perf_counter() - started
+        done = True
+        prober.result()
+    tally(response.status_code)
+    assert response.status_code == 200, response.text[:300]
+    during = sorted(latencies)
+    median = during[len(during) // 2]
+    FIGURES["largest request: seconds"] = round(elapsed, 2)
+    FIGURES["largest request: /healthz median ms"] = round(median * 1000, 1)
+    FIGURES["largest request: /healthz max ms"] = round(during[-1] * 1000, 1)
+    assert len(during) >= 5
+    assert median < 0.100, f"/healthz median {median * 1000:.0f} ms while the request took {elapsed:.1f} s"
