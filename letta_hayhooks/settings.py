@@ -10,8 +10,10 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from letta_hayhooks.tenants import KeyPolicy
 
 
 class SessionPolicy(StrEnum):
@@ -74,6 +76,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list, alias="LETTA_HAYHOOKS_API_KEYS", repr=False
     )
+    # per-key policies (agents, operator routes); see letta_hayhooks/tenants.py for the format
+    api_keys_file: str | None = Field(None, alias="LETTA_HAYHOOKS_API_KEYS_FILE")
     max_body_bytes: int = Field(8 * 1_048_576, alias="LETTA_HAYHOOKS_MAX_BODY_BYTES", gt=0)
     max_messages: int = Field(5000, alias="LETTA_HAYHOOKS_MAX_MESSAGES", gt=0)
     max_new_user_messages: int = Field(64, alias="LETTA_HAYHOOKS_MAX_NEW_USER_MESSAGES", gt=0)
@@ -107,6 +111,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _check_key_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # read now so a broken file (or a key given twice) stops the server at start-up, naming this variable
+        if value:
+            KeyPolicy.load(info.data.get("api_keys") or (), value)
+        return value or None
 
     @field_validator("image_url_allowed_hosts")
     @classmethod

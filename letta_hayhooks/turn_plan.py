@@ -16,6 +16,7 @@ from typing import Any
 
 from letta_hayhooks.errors import invalid_request
 from letta_hayhooks.openai_request import ChatRequest, content_digest
+from letta_hayhooks.tenants import Tenant
 
 MAX_SESSION_KEY_CHARS = 256
 # The scope key of requests without a session key (the agent's own thread); no client key can equal it.
@@ -26,9 +27,15 @@ OPEN_WEBUI_CHAT_HEADER = "x-openwebui-chat-id"
 IDEMPOTENCY_HEADERS = ("idempotency-key", "x-idempotency-key")
 
 
-def session_digest(agent_id: str, session_key: str) -> str:
-    """The agent-scoped, fixed-length id of a session key."""
-    return hashlib.sha256(f"{agent_id}\x00{session_key}".encode()).hexdigest()[:32]
+def session_digest(agent_id: str, session_key: str, tenant_id: str | None = None) -> str:
+    """
+    The agent-scoped, fixed-length id of a session key; with API keys, scoped to the key's tenant too.
+
+    Without a tenant the digest is what it always was, so sessions made before API keys were configured stay put.
+    Session keys cannot hold control characters, so the two forms never collide.
+    """
+    seed = f"{agent_id}\x00{session_key}" if tenant_id is None else f"{agent_id}\x00{tenant_id}\x00{session_key}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
 def check_session_key(key: str | None) -> str | None:
@@ -91,7 +98,7 @@ class TurnPlan:
     agent_id: str
     session_key: str | None  # validated; None without one
     session_source: str  # where the key came from: header, openwebui, user, none
-    scope: str  # agent-scoped session digest (the default thread's without a key)
+    scope: str  # agent- (and tenant-) scoped session digest (the default thread's without a key)
     throwaway: bool  # a conversation made for this request only, deleted after it
     lane: str  # the load-control queue this turn waits in
     idempotency_key: str | None  # the client's Idempotency-Key
@@ -121,6 +128,7 @@ def plan_turn(
     *,
     policy: str,
     request_id: str,
+    tenant: Tenant | None = None,
 ) -> TurnPlan:
     """
     Decide the turn's session, lane, idempotency slot and otids.
@@ -130,7 +138,11 @@ def plan_turn(
     into the chat, so they get a throwaway conversation. Without a key, `policy` decides: `agent` (the agent's own
     thread) or `ephemeral` (a throwaway conversation per request).
 
-    :raises OpenAIError: 400 for a malformed session key.
+    With a `tenant` (the request's API key), the scope is the tenant's own: the same session key sent with another
+    key is another session, and the default thread's system-prompt block, otids and idempotency slots are the
+    tenant's too. The default thread itself stays one Letta conversation, so its lane is shared by all tenants.
+
+    :raises OpenAIError: 400 for a malformed session key, or one that is an API key (it would be stored in Letta).
     """
     open_webui_chat = _header(headers, (OPEN_WEBUI_CHAT_HEADER,))
     key, source = _header(headers, SESSION_HEADERS), "header"
@@ -141,9 +153,20 @@ def plan_turn(
     key = check_session_key(key)
     if key is None:
         source = "none"
+    elif tenant is not None and tenant.is_api_key(key):
+        # the session key is written into the conversation's summary in Letta: never a credential
+        msg = "The session key must not be an API key."
+        raise invalid_request(msg, param="session", code="invalid_session_key")
     background_task = key is None and open_webui_chat is not None and not request.stream
     throwaway = background_task or (key is None and policy == "ephemeral")
-    scope = session_digest(agent_id, key if key is not None else DEFAULT_SESSION)
+    tenant_id = tenant.id if tenant is not None else None
+    scope = session_digest(agent_id, key if key is not None else DEFAULT_SESSION, tenant_id)
+    if throwaway:
+        lane = f"throwaway-{request_id}"
+    elif key is None and tenant_id is not None:
+        lane = session_digest(agent_id, DEFAULT_SESSION)  # every tenant's turns meet in the one default thread
+    else:
+        lane = scope
     idempotency_key = _header(headers, IDEMPOTENCY_HEADERS)
     positions = request.new_turn.user_positions
     if key is None and not any(m.get("role") == "assistant" for m in request.messages):
@@ -165,7 +188,7 @@ def plan_turn(
         session_source=source,
         scope=scope,
         throwaway=throwaway,
-        lane=f"throwaway-{request_id}" if throwaway else scope,
+        lane=lane,
         idempotency_key=idempotency_key,
         idempotency_slot=f"{agent_id}\x00{scope}\x00{idempotency_key}" if idempotency_key else None,
         otids=tuple(otids),

@@ -5,6 +5,7 @@ Operator views and housekeeping that read Letta directly: proxy sessions of an a
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from letta_client import AsyncLetta, Letta
@@ -12,6 +13,8 @@ from letta_client import AsyncLetta, Letta
 from letta_hayhooks.components.prompt_overlay import OVERLAY_TAG, overlay_label
 from letta_hayhooks.components.session_resolver import SUMMARY_PREFIX
 from letta_hayhooks.letta_access.paging import all_items, page_items
+from letta_hayhooks.tenants import Tenant
+from letta_hayhooks.turn_plan import session_digest
 
 
 def _meta(block: Any) -> dict[str, Any]:
@@ -32,8 +35,17 @@ def delete_stale_overlays(client: Letta, max_age_seconds: float) -> int:
     return deleted
 
 
-async def list_sessions(client: AsyncLetta, agent_id: str) -> list[dict[str, Any]]:
-    """The proxy sessions of an agent: key, conversation id, overlay hash, last use."""
+def _owner(agent_id: str, scope: str, key: str, tenants: Sequence[Tenant]) -> str | None:
+    """The name of the key whose session this is; None for a session made without API keys (or by a removed key)."""
+    for tenant in tenants:
+        # Letta holds only the scope, a digest: the owner is the tenant whose digest of the key gives it
+        if session_digest(agent_id, key, tenant.id) == scope:
+            return tenant.name
+    return None
+
+
+async def list_sessions(client: AsyncLetta, agent_id: str, tenants: Sequence[Tenant] = ()) -> list[dict[str, Any]]:
+    """The proxy sessions of an agent: key, owning API key (by name), conversation id, overlay hash, last use."""
     sessions = []
     page = await client.conversations.list(agent_id=agent_id, summary_search=SUMMARY_PREFIX.strip(), limit=1000)
     for conversation in page_items(page):
@@ -49,6 +61,7 @@ async def list_sessions(client: AsyncLetta, agent_id: str) -> list[dict[str, Any
         sessions.append({
             "session_key": key,
             "session_scope": scope,
+            "tenant": _owner(agent_id, scope, key, tenants),
             "conversation_id": conversation.id,
             "overlay_sha256": overlay,
             "last_used": last.isoformat() if last else None,

@@ -11,6 +11,7 @@ from letta_hayhooks.components import SessionResolver
 from letta_hayhooks.errors import OpenAIError
 from letta_hayhooks.letta_access.conversations import chronological
 from letta_hayhooks.openai_request import validate_chat_request
+from letta_hayhooks.tenants import KeyPolicy, Tenant
 from letta_hayhooks.turn_plan import DEFAULT_SESSION, check_session_key, plan_turn, session_digest, turn_otids
 
 
@@ -18,9 +19,10 @@ def turn_otid(scope: str, messages: list[dict], position: int) -> str:
     return turn_otids(scope, messages, [position])[0]
 
 
-def plan(messages: list[dict], headers: dict | None = None, *, stream: bool = False, policy: str = "agent", **body):
+def plan(messages: list[dict], headers: dict | None = None, *, stream: bool = False, policy: str = "agent",
+         tenant: Tenant | None = None, **body):
     request = validate_chat_request("m", messages, {"stream": stream, **body}, max_system_bytes=1 << 20)
-    return plan_turn("agent-1", request, headers, policy=policy, request_id="req-1")
+    return plan_turn("agent-1", request, headers, policy=policy, request_id="req-1", tenant=tenant)
 
 
 def test_session_digest_is_scoped_to_the_agent() -> None:
@@ -104,6 +106,48 @@ def test_idempotency_slot_is_scoped_to_agent_and_session() -> None:
     b = plan(chat, {"idempotency-key": "i1", "x-session-id": "b"})
     assert a.idempotency_key == "i1" and a.idempotency_slot != b.idempotency_slot
     assert plan(chat).idempotency_slot is None
+
+
+KEYS = KeyPolicy.load(["key-a", "key-b"])
+TENANT_A, TENANT_B = KEYS.tenant_for("key-a"), KEYS.tenant_for("key-b")
+
+
+def test_the_same_session_key_with_two_api_keys_is_two_sessions() -> None:
+    chat = [{"role": "user", "content": "hi"}]
+    headers = {"x-session-id": "chat-1", "idempotency-key": "i1"}
+    a, b = plan(chat, headers, tenant=TENANT_A), plan(chat, headers, tenant=TENANT_B)
+    assert a.scope == session_digest("agent-1", "chat-1", TENANT_A.id)
+    assert len({a.scope, b.scope, plan(chat, headers).scope}) == 3
+    assert a.lane != b.lane and a.otids != b.otids and a.idempotency_slot != b.idempotency_slot
+    assert a.session_key == b.session_key == "chat-1"
+
+
+def test_without_api_keys_the_scope_is_what_it_always_was() -> None:
+    import hashlib
+
+    chat = [{"role": "user", "content": "hi"}]
+    expected = hashlib.sha256(b"agent-1\x00chat-1").hexdigest()[:32]  # sessions made before tenants existed
+    assert plan(chat, {"x-session-id": "chat-1"}).scope == session_digest("agent-1", "chat-1") == expected
+
+
+def test_the_default_thread_is_one_lane_but_each_tenant_keeps_its_own_scope() -> None:
+    chat = [{"role": "user", "content": "hi"}]
+    idem = {"idempotency-key": "i1"}
+    a, b, open_ = plan(chat, idem, tenant=TENANT_A), plan(chat, idem, tenant=TENANT_B), plan(chat, idem)
+    assert a.lane == b.lane == open_.lane == session_digest("agent-1", DEFAULT_SESSION)  # one Letta conversation
+    # its system-prompt block, otids and idempotency slot are the tenant's: B can't replay A's answer or drop A's block
+    assert len({a.scope, b.scope, open_.scope}) == 3
+    assert a.otids != b.otids and a.idempotency_slot != b.idempotency_slot
+
+
+@pytest.mark.parametrize("headers", [{"x-session-id": "key-b"}, {"x-letta-chat-key": "key-a"}])
+def test_an_api_key_is_refused_as_a_session_key(headers: dict) -> None:
+    with pytest.raises(OpenAIError) as error:
+        plan([{"role": "user", "content": "hi"}], headers, tenant=TENANT_A)
+    assert error.value.status == 400 and error.value.code == "invalid_session_key"
+    assert "key-a" not in error.value.message and "key-b" not in error.value.message
+    with pytest.raises(OpenAIError):
+        plan([{"role": "user", "content": "hi"}], user="key-a", tenant=TENANT_B)
 
 
 def test_first_keyless_message_is_a_retry_only_with_an_idempotency_key() -> None:
