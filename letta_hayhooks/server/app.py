@@ -35,7 +35,14 @@ from starlette.middleware import Middleware
 from letta_hayhooks import __version__
 from letta_hayhooks.chat.drain import DRAIN_STATE, shutting_down
 from letta_hayhooks.chat.service import AgentChat
-from letta_hayhooks.errors import OpenAIError, from_letta_exception, invalid_request, model_not_found, too_large
+from letta_hayhooks.errors import (
+    OpenAIError,
+    from_letta_exception,
+    invalid_request,
+    model_not_found,
+    too_large,
+    upstream_unavailable,
+)
 from letta_hayhooks.openai_wire import WireChunk
 from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models, use_settings
 from letta_hayhooks.server.maintenance import list_sessions
@@ -471,7 +478,13 @@ def create_server_app(settings: Settings | None = None, models: AgentModels | No
                 return _json_response(403, body)
             agent_models = current_models()
             try:
-                info = await agent_models.catalog.resolve(model)
+                try:
+                    info = await agent_models.catalog.resolve(model)
+                except OpenAIError as error:
+                    if error.status == 404 and agent_models.catalog.last_refresh is None:
+                        # Letta was never listed: whether the model exists is unknown, Letta is what is missing
+                        raise upstream_unavailable() from None
+                    raise
                 if not allows(tenant, info):
                     return _json_response(404, model_not_found(model).body())
                 rows = await list_sessions(agent_models.catalog.async_client, info.id, key_policy.tenants)
