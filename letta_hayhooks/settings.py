@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     session_queue_depth: int = Field(8, alias="LETTA_HAYHOOKS_SESSION_QUEUE_DEPTH", ge=0)
     session_queue_wait: float = Field(120.0, alias="LETTA_HAYHOOKS_SESSION_QUEUE_WAIT", ge=0)
 
+    # --- shutdown and connections
+    shutdown_grace: float = Field(30.0, alias="LETTA_HAYHOOKS_SHUTDOWN_GRACE", ge=0)
+    header_timeout: float = Field(10.0, alias="LETTA_HAYHOOKS_HEADER_TIMEOUT", gt=0)
+    keepalive_timeout: float = Field(5.0, alias="LETTA_HAYHOOKS_KEEPALIVE_TIMEOUT", gt=0)
+
     # --- debug
     debug_events: bool = Field(False, alias="LETTA_HAYHOOKS_DEBUG_EVENTS")
     debug_include_text: bool = Field(False, alias="LETTA_HAYHOOKS_DEBUG_INCLUDE_TEXT")
