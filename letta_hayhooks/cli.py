@@ -43,6 +43,38 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# Uvicorn waits this much longer than the shutdown grace before it cancels what still runs: time for the streams the
+# drain stops to send their error event and cancel their Letta runs.
+SHUTDOWN_MARGIN = 5.0
+
+
+def run_server(app: object, settings: Settings, host: str, port: int) -> None:
+    """
+    Run the app under uvicorn, with Hayhooks' logging (as its `run_app` does) plus this server's connection limits:
+    the header deadline and the start of the drain (server/http_guard.py), the keep-alive timeout, the shutdown
+    grace, and an access log without secrets.
+    """
+    import uvicorn  # noqa: PLC0415
+    from hayhooks.server.logger import intercept_stdlib_logging  # noqa: PLC0415
+    from hayhooks.settings import settings as hayhooks_settings  # noqa: PLC0415
+
+    from letta_hayhooks.server import access_log  # noqa: PLC0415
+    from letta_hayhooks.server.http_guard import guarded_protocol  # noqa: PLC0415
+
+    intercept_stdlib_logging(hayhooks_settings.intercepted_loggers,
+                             access_log_excluded_path_prefixes=hayhooks_settings.access_log_excluded_path_prefixes)
+    access_log.install()
+    uvicorn.run(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        log_config=None,  # Hayhooks' loguru handlers, installed above
+        http=guarded_protocol(settings.header_timeout),
+        timeout_keep_alive=settings.keepalive_timeout,  # type: ignore[arg-type]
+        timeout_graceful_shutdown=settings.shutdown_grace + SHUTDOWN_MARGIN,  # type: ignore[arg-type]
+    )
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="letta-hayhooks")
 @click.pass_context
@@ -79,11 +111,9 @@ def serve(host: str | None, port: int | None) -> None:
                 raise click.ClickException(str(exc)) from None
             settings = local_settings(settings, state.letta_url)
             local.banner(state, f"http://{host}:{port}")
-        from hayhooks import run_app  # noqa: PLC0415
-
         from letta_hayhooks.server.app import create_server_app  # noqa: PLC0415
 
-        run_app(create_server_app(settings), host=host, port=port)
+        run_server(create_server_app(settings), settings, host=host, port=port)
     except KeyboardInterrupt:
         pass
     finally:

@@ -45,7 +45,7 @@ class FakeLocalMode:
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """Run `serve` with stand-ins; yields what the app factory and Hayhooks' runner received."""
+    """Run `serve` with stand-ins; yields what the app factory and the uvicorn runner received."""
     captured: dict[str, Any] = {}
     for name in [k for k in os.environ if k.startswith("LETTA_")]:
         monkeypatch.delenv(name)
@@ -55,8 +55,9 @@ def served(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str
     app_module = ModuleType("letta_hayhooks.server.app")
     app_module.create_server_app = lambda settings: captured.setdefault("settings", settings) or "app"
     monkeypatch.setitem(sys.modules, "letta_hayhooks.server.app", app_module)
+    monkeypatch.setattr(cli, "run_server",
+                        lambda app, settings, host, port: captured.update(app=app, host=host, port=port))
     hayhooks_module = ModuleType("hayhooks")
-    hayhooks_module.run_app = lambda app, host, port: captured.update(app=app, host=host, port=port)
     settings_module = ModuleType("hayhooks.settings")
     settings_module.settings = SimpleNamespace(host="localhost", port=1416)
     monkeypatch.setitem(sys.modules, "hayhooks", hayhooks_module)
