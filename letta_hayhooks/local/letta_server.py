@@ -379,9 +379,17 @@ class LocalLetta:
         self.stub_process = None
 
 
+# Never passed to the children: Postgres settings switch Letta off SQLite, the shell's OpenAI settings would bypass the
+# provider local mode chose (it passes its own), and this server's own variables hold its secrets (the clients' API
+# keys, the key of a remote Letta): Letta's local tool sandbox hands its environment to the agents' tool code.
+_CHILD_ENV_EXCLUDED_PREFIXES = ("LETTA_PG", "OPENAI_", "LETTA_HAYHOOKS_")
+_CHILD_ENV_EXCLUDED = frozenset({"LETTA_API_KEY", "LETTA_BASE_URL", "LETTA_PROJECT"})
+
+
 def _clean_env() -> dict[str, str]:
-    # no Postgres settings (they switch Letta off SQLite) and no provider settings of the caller's shell
-    return {key: value for key, value in os.environ.items() if not key.startswith(("LETTA_PG", "OPENAI_"))}
+    """This process' environment as the children (Letta, the scripted model) get it, before their own additions."""
+    return {key: value for key, value in os.environ.items()
+            if not key.startswith(_CHILD_ENV_EXCLUDED_PREFIXES) and key not in _CHILD_ENV_EXCLUDED}
 
 
 def terminate(process: subprocess.Popen | None, grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
