@@ -71,7 +71,7 @@ class ToolSync(LettaComponent):
         messages: list[dict[str, Any]],
         agent_id: str,
         conversation_id: str,
-        ephemeral: bool = False,
+        seeded: bool = False,
     ) -> dict[str, Any]:
         """
         Build the client tools and the final Letta messages.
@@ -82,12 +82,12 @@ class ToolSync(LettaComponent):
         :param messages: Letta messages of the new turn (user messages).
         :param agent_id: The Letta agent.
         :param conversation_id: The session's conversation.
-        :param ephemeral: The conversation is a throwaway replay (tool results were replayed as text).
+        :param seeded: The conversation was seeded with the transcript as text (tool results went in as text too).
         :returns: `client_tools` and the final Letta `messages`.
         :raises OpenAIError: 400 when a tool result answers no pending call.
         """
         client_tools = ReadOnlyList() if tool_choice == "none" else ReadOnlyList(tools)
-        if not tool_results or ephemeral:
+        if not tool_results or seeded:
             return {"client_tools": client_tools, "messages": messages}
         pending = await self._pending(agent_id, conversation_id)
         returns = []

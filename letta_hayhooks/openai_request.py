@@ -114,6 +114,7 @@ class NewTurn:
     user_messages: list[dict[str, Any]] = field(default_factory=list)  # OpenAI dicts, in order
     user_positions: list[int] = field(default_factory=list)  # their indexes in the transcript
     tool_results: list[dict[str, Any]] = field(default_factory=list)  # OpenAI role=tool dicts
+    tool_positions: list[int] = field(default_factory=list)  # their indexes in the transcript
 
 
 @dataclass
@@ -418,6 +419,7 @@ def split_new_turn(messages: list[dict[str, Any]]) -> NewTurn:
             turn.user_positions.append(i)
         elif message["role"] == "tool":
             turn.tool_results.append(message)
+            turn.tool_positions.append(i)
     return turn
 
 
@@ -593,6 +595,20 @@ def _check_message(message: Any, i: int, limits: RequestLimits, hosts: dict[str,
         raise invalid_request(msg, param=f"messages[{i}].tool_calls")
 
 
+def _check_tool_results(messages: list[dict[str, Any]]) -> None:
+    """Every `role: "tool"` message answers a call of the assistant message before it (OpenAI's rule too)."""
+    calls: set[str] = set()
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            calls = {call["id"] for call in message.get("tool_calls") or []}
+        elif message["role"] == "tool" and message["tool_call_id"] not in calls:
+            msg = (f"Message {i} answers tool_call_id '{message['tool_call_id']}', which the assistant message before "
+                   "it did not call (unknown or already answered).")
+            raise invalid_request(msg, param=f"messages[{i}].tool_call_id", code="unknown_tool_call_id")
+        elif message["role"] == "tool":
+            calls.discard(message["tool_call_id"])  # answered once
+
+
 def validate_chat_request(
     model: str,
     messages: Any,
@@ -639,6 +655,7 @@ def validate_chat_request(
     image_hosts: dict[str, tuple[int, str]] = {}
     for i, message in enumerate(messages):
         _check_message(message, i, limits, image_hosts)
+    _check_tool_results(messages)
     if not any(m["role"] == "user" for m in messages):
         msg = "The conversation has no user message."
         raise invalid_request(msg, param="messages")

@@ -19,6 +19,7 @@ from letta_hayhooks.tenants import KeyPolicy
 class SessionPolicy(StrEnum):
     """What a request without a session key talks to."""
 
+    TRANSCRIPT = "transcript"  # each chat its own conversation, found from the transcript the client sends
     AGENT = "agent"  # the agent's default conversation (a personal agent's one thread)
     EPHEMERAL = "ephemeral"  # a throwaway conversation that replays the client's transcript
 
@@ -60,7 +61,7 @@ class Settings(BaseSettings):
     refresh_interval: float = Field(30.0, alias="LETTA_HAYHOOKS_REFRESH_INTERVAL", gt=0)
 
     # --- sessions and system prompts
-    session_policy: SessionPolicy = Field(SessionPolicy.AGENT, alias="LETTA_HAYHOOKS_SESSION_POLICY")
+    session_policy: SessionPolicy = Field(SessionPolicy.TRANSCRIPT, alias="LETTA_HAYHOOKS_SESSION_POLICY")
     overlay_enabled: bool = Field(True, alias="LETTA_HAYHOOKS_OVERLAY")
     max_system_prompt_bytes: int = Field(1_048_576, alias="LETTA_HAYHOOKS_MAX_SYSTEM_PROMPT_BYTES", gt=0)
     overlay_ttl_hours: float = Field(168.0, alias="LETTA_HAYHOOKS_OVERLAY_TTL_HOURS", gt=0)

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from letta_hayhooks.chat_identity import TranscriptDigests, transcript_digests
 from letta_hayhooks.errors import invalid_request
 from letta_hayhooks.openai_request import ChatRequest, content_digest
 from letta_hayhooks.tenants import Tenant
@@ -25,6 +26,13 @@ DEFAULT_SESSION = "\x00default"
 SESSION_HEADERS = ("x-session-id", "x-letta-chat-key")
 OPEN_WEBUI_CHAT_HEADER = "x-openwebui-chat-id"
 IDEMPOTENCY_HEADERS = ("idempotency-key", "x-idempotency-key")
+# The openai SDKs number their automatic retries (0 for the first attempt).
+SDK_RETRY_HEADER = "x-stainless-retry-count"
+# The session scope of keyless chats found from their transcript (one per agent and tenant; heads tell them apart).
+TRANSCRIPT_SESSION = "\x00transcript"
+POLICIES = ("transcript", "agent", "ephemeral")
+# Open WebUI's background tasks (titles, tags, follow-ups, autocomplete) start their one user message like this.
+_BACKGROUND_TASK_PREFIX = "### Task:"
 
 
 def session_digest(agent_id: str, session_key: str, tenant_id: str | None = None) -> str:
@@ -106,6 +114,16 @@ class TurnPlan:
     otids: tuple[str, ...]  # of the new user messages, in order
     previous_otid: str | None  # of the user message before them, when there is one
     check_duplicates: bool  # whether Letta may already hold these otids (a retry or a regenerate)
+    policy: str = "transcript"  # what a request without a session key talks to
+    digests: TranscriptDigests | None = None  # the chat's history and turn (chat identity)
+    first_new: int = 0  # position of the new turn's first message in the transcript
+    retry: bool = False  # the client says this request repeats an earlier one (Idempotency-Key, SDK retry)
+    fate: str = ""  # what the plan alone knows: new (no history), throwaway; else the resolver decides
+
+    @property
+    def transcript_chat(self) -> bool:
+        """A keyless request whose chat is found from its transcript."""
+        return self.session_key is None and not self.throwaway and self.policy == "transcript"
 
     def __deepcopy__(self, memo: dict) -> TurnPlan:
         return self  # Haystack deep-copies component inputs; a frozen plan can be shared
@@ -144,6 +162,112 @@ def plan_turn(
 
     :raises OpenAIError: 400 for a malformed session key, or one that is an API key (it would be stored in Letta).
     """
+    if policy not in POLICIES:
+        msg = f"policy must be one of {POLICIES}, not {policy!r}"
+        raise ValueError(msg)
+    key, source = _session_key(request, headers, tenant)
+    open_webui_chat = _header(headers, (OPEN_WEBUI_CHAT_HEADER,))
+    tenant_id = tenant.id if tenant is not None else None
+    idempotency_key = _header(headers, IDEMPOTENCY_HEADERS)
+    retry = idempotency_key is not None or _sdk_retry(headers)
+    positions = request.new_turn.user_positions
+    first_new = min([*positions, *request.new_turn.tool_positions], default=len(request.messages))
+    digests = transcript_digests(request.messages, first_new)
+    background_task = key is None and not request.stream and (
+        open_webui_chat is not None or (not digests.has_history and _looks_like_background_task(request)))
+    throwaway = background_task or (key is None and policy == "ephemeral")
+    fate = "throwaway" if throwaway else ""
+    if key is None and policy == "transcript" and not throwaway:
+        # a keyless chat: found by its history (the resolver matches heads); otids are the turn's own, re-keyed per
+        # conversation by the resolver
+        scope = session_digest(agent_id, TRANSCRIPT_SESSION, tenant_id)
+        anchor = digests.history if digests.has_history else digests.turn
+        lane = f"chat-{session_digest(agent_id, anchor, tenant_id)}"  # the same chat's turns wait for each other
+        otids = turn_otids(f"{scope}\x00{digests.history}", request.messages, positions)
+        previous_otid = None
+        check = retry
+        fate = "" if digests.has_history else "new"
+    else:
+        scope = session_digest(agent_id, key if key is not None else DEFAULT_SESSION, tenant_id)
+        if throwaway:
+            lane = f"throwaway-{request_id}"
+        elif key is None and tenant_id is not None:
+            lane = session_digest(agent_id, DEFAULT_SESSION)  # every tenant's turns meet in the one default thread
+        else:
+            lane = scope
+        otids, previous_otid, check = _keyed_otids(request, scope, key, idempotency_key, retry, digests)
+    return TurnPlan(
+        agent_id=agent_id,
+        session_key=key,
+        session_source=source if not (key is None and policy == "transcript" and not throwaway) else "transcript",
+        scope=scope,
+        throwaway=throwaway,
+        lane=lane,
+        idempotency_key=idempotency_key,
+        idempotency_slot=f"{agent_id}\x00{scope}\x00{idempotency_key}" if idempotency_key else None,
+        otids=tuple(otids),
+        previous_otid=previous_otid,
+        check_duplicates=check,
+        policy=policy,
+        digests=digests,
+        first_new=first_new,
+        retry=retry,
+        fate=fate,
+    )
+
+
+def _sdk_retry(headers: Mapping[str, str] | None) -> bool:
+    value = _header(headers, (SDK_RETRY_HEADER,))
+    return value is not None and value.strip().isdigit() and int(value) > 0
+
+
+def _sdk_retry_seed(request: ChatRequest) -> str:
+    """What makes an SDK retry of a new-message-only request recognisable: the message itself."""
+    return "retry\x00" + "\x00".join(content_digest(m.get("content")) for m in request.new_turn.user_messages)
+
+
+def _looks_like_background_task(request: ChatRequest) -> bool:
+    """Open WebUI's title, tags, follow-up and autocomplete requests: one user message starting `### Task:`."""
+    users = [m for m in request.messages if m.get("role") == "user"]
+    if len(users) != 1:
+        return False
+    content = users[0].get("content")
+    text = content if isinstance(content, str) else ""
+    return text.lstrip().startswith(_BACKGROUND_TASK_PREFIX)
+
+
+def _keyed_otids(
+    request: ChatRequest, scope: str, key: str | None, idempotency_key: str | None, retry: bool,
+    digests: TranscriptDigests,
+) -> tuple[list[str], str | None, bool]:
+    """Otids of a turn in a keyed session or the default thread, the previous turn's otid, whether to check Letta."""
+    positions = request.new_turn.user_positions
+    if key is None and not digests.has_history:
+        # a one-shot request to the agent's own thread: only an Idempotency-Key makes it a retry
+        seed = idempotency_key or uuid.uuid4().hex
+        otids = [_uuid(f"{scope}\x00{seed}\x00{p}") for p in positions]
+        previous_otid = None
+        check = idempotency_key is not None
+    elif key is not None and not digests.has_history:
+        # a client that sends only its new message: a new turn unless it says it retries, so no history check
+        seed = idempotency_key or (_sdk_retry_seed(request) if retry else uuid.uuid4().hex)
+        otids = [_uuid(f"{scope}\x00{seed}\x00{p}") for p in positions]
+        previous_otid = None
+        check = retry
+    else:
+        previous_users = [i for i in range(positions[0]) if request.messages[i].get("role") == "user"][-1:] \
+            if positions else []
+        computed = turn_otids(scope, request.messages, previous_users + list(positions))
+        previous_otid = computed[0] if previous_users else None
+        otids = computed[len(previous_users):]
+        check = True
+    return otids, previous_otid, check
+
+
+def _session_key(
+    request: ChatRequest, headers: Mapping[str, str] | None, tenant: Tenant | None
+) -> tuple[str | None, str]:
+    """The request's session key and where it came from (header, openwebui, user, none)."""
     open_webui_chat = _header(headers, (OPEN_WEBUI_CHAT_HEADER,))
     key, source = _header(headers, SESSION_HEADERS), "header"
     if key is None and request.stream and open_webui_chat:
@@ -157,41 +281,4 @@ def plan_turn(
         # the session key is written into the conversation's summary in Letta: never a credential
         msg = "The session key must not be an API key."
         raise invalid_request(msg, param="session", code="invalid_session_key")
-    background_task = key is None and open_webui_chat is not None and not request.stream
-    throwaway = background_task or (key is None and policy == "ephemeral")
-    tenant_id = tenant.id if tenant is not None else None
-    scope = session_digest(agent_id, key if key is not None else DEFAULT_SESSION, tenant_id)
-    if throwaway:
-        lane = f"throwaway-{request_id}"
-    elif key is None and tenant_id is not None:
-        lane = session_digest(agent_id, DEFAULT_SESSION)  # every tenant's turns meet in the one default thread
-    else:
-        lane = scope
-    idempotency_key = _header(headers, IDEMPOTENCY_HEADERS)
-    positions = request.new_turn.user_positions
-    if key is None and not any(m.get("role") == "assistant" for m in request.messages):
-        # a one-shot request to the agent's own thread: only an Idempotency-Key makes it a retry
-        seed = idempotency_key or uuid.uuid4().hex
-        otids = [_uuid(f"{scope}\x00{seed}\x00{p}") for p in positions]
-        previous_otid = None
-        check = idempotency_key is not None
-    else:
-        previous_users = [i for i in range(positions[0]) if request.messages[i].get("role") == "user"][-1:] \
-            if positions else []
-        computed = turn_otids(scope, request.messages, previous_users + list(positions))
-        previous_otid = computed[0] if previous_users else None
-        otids = computed[len(previous_users):]
-        check = True
-    return TurnPlan(
-        agent_id=agent_id,
-        session_key=key,
-        session_source=source,
-        scope=scope,
-        throwaway=throwaway,
-        lane=lane,
-        idempotency_key=idempotency_key,
-        idempotency_slot=f"{agent_id}\x00{scope}\x00{idempotency_key}" if idempotency_key else None,
-        otids=tuple(otids),
-        previous_otid=previous_otid,
-        check_duplicates=check,
-    )
+    return key, source

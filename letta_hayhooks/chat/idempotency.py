@@ -27,9 +27,11 @@ class IdempotencyStore:
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, asyncio.Future, str]] = OrderedDict()
 
-    def claim(self, key: str, fingerprint: str = "") -> tuple[bool, asyncio.Future]:
+    def claim(self, key: str, fingerprint: str = "", *, reuse_finished: bool = True) -> tuple[bool, asyncio.Future]:
         """
         Claim `key` for a request whose body has the digest `fingerprint`.
+
+        With `reuse_finished` off, only an attempt still running is shared: a finished one is replaced by this one.
 
         :returns: `(owner, future)`: the owner runs the turn and resolves the future; others await it.
         :raises OpenAIError: 422 `idempotency_key_reused` when the key was used for a different request.
@@ -41,6 +43,9 @@ class IdempotencyStore:
                 break
             self._entries.pop(oldest_key)
         entry = self._entries.get(key)
+        if entry is not None and entry[1].done() and not reuse_finished:
+            del self._entries[key]
+            entry = None
         if entry is not None:
             if entry[2] != fingerprint:
                 # answering a different message with the first one's outcome would drop it silently

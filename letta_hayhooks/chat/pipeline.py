@@ -1,18 +1,20 @@
 """
-One agent's Haystack pipeline: router -> session -> overlay -> tool_sync -> generator -> adapter.
+One agent's Haystack pipeline: router -> session -> overlay -> tool_sync -> generator -> adapter, recorder.
 
 Every component gets its configuration from `Settings` here, the Letta API key included.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from haystack import Pipeline
 from haystack.utils import Secret
 
+from letta_hayhooks.chat_identity import ChatHeads
 from letta_hayhooks.components import (
     AgentRouter,
+    ChatRecorder,
     LettaChatGenerator,
     PromptOverlay,
     SessionResolver,
@@ -25,10 +27,11 @@ from letta_hayhooks.settings import Settings
 
 @dataclass
 class AgentPipeline:
-    """The pipeline and the one piece of its state its runner touches: the compiled-prompt cache."""
+    """The pipeline and the caches it shares with its runner: compiled prompts and chat heads."""
 
     pipeline: Pipeline
     compiled_prompts: CompiledPrompts
+    heads: ChatHeads = field(default_factory=ChatHeads)
 
 
 def build_agent_pipeline(settings: Settings) -> AgentPipeline:
@@ -41,6 +44,7 @@ def build_agent_pipeline(settings: Settings) -> AgentPipeline:
         "connect_timeout": settings.letta_connect_timeout,
     }
     compiled_prompts = CompiledPrompts(settings.prompt_cache_seconds)
+    heads = ChatHeads()
     pipeline = Pipeline()
     pipeline.add_component(
         "router",
@@ -52,7 +56,7 @@ def build_agent_pipeline(settings: Settings) -> AgentPipeline:
             refresh_interval=settings.refresh_interval,
         ),
     )
-    pipeline.add_component("session", SessionResolver(**api))
+    pipeline.add_component("session", SessionResolver(**api, heads=heads))
     pipeline.add_component(
         "overlay",
         PromptOverlay(**api, enabled=settings.overlay_enabled, prompt_cache_seconds=settings.prompt_cache_seconds,
@@ -61,12 +65,15 @@ def build_agent_pipeline(settings: Settings) -> AgentPipeline:
     pipeline.add_component("tool_sync", ToolSync(**api))
     pipeline.add_component("generator", LettaChatGenerator(**api, stream_tokens=settings.stream_tokens))
     pipeline.add_component("adapter", StreamAdapter(think_tags=settings.think_tags))
+    pipeline.add_component("recorder", ChatRecorder(**api, heads=heads))
     for receiver in ("session", "overlay", "tool_sync", "generator"):
         pipeline.connect("router.agent_id", f"{receiver}.agent_id")
     pipeline.connect("router.agent_type", "generator.agent_type")
     for receiver in ("overlay", "tool_sync", "generator"):
         pipeline.connect("session.conversation_id", f"{receiver}.conversation_id")
+    for receiver in ("overlay", "generator"):
         pipeline.connect("session.ephemeral", f"{receiver}.ephemeral")
+    pipeline.connect("session.seeded", "tool_sync.seeded")
     pipeline.connect("session.session_scope", "overlay.session_scope")
     pipeline.connect("session.messages", "tool_sync.messages")
     pipeline.connect("session.replay", "generator.replay")
@@ -74,7 +81,9 @@ def build_agent_pipeline(settings: Settings) -> AgentPipeline:
     pipeline.connect("tool_sync.client_tools", "generator.client_tools")
     pipeline.connect("tool_sync.messages", "generator.messages")
     pipeline.connect("generator.replies", "adapter.replies")
-    return AgentPipeline(pipeline, compiled_prompts)
+    pipeline.connect("generator.replies", "recorder.replies")
+    pipeline.connect("session.record", "recorder.record")
+    return AgentPipeline(pipeline, compiled_prompts, heads)
 
 
 async def close_pipeline(pipeline: Pipeline) -> None:

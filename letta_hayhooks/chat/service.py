@@ -52,6 +52,14 @@ def _text_size(messages: list[Any]) -> int:
     return sum(len(m["content"]) for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
 
 
+def _turn_slot(plan: TurnPlan, fingerprint: str) -> str | None:
+    """Where the outcome of a turn without an Idempotency-Key is shared with its duplicates and SDK retries."""
+    if plan.throwaway or plan.digests is None:
+        return None
+    # the whole request decides: the same messages under another system prompt are another request
+    return f"turn\x00{plan.agent_id}\x00{plan.scope}\x00{fingerprint}"
+
+
 def request_fingerprint(body: Mapping[str, Any]) -> str:
     """A digest of a request body, binding an Idempotency-Key to the request it was first used with."""
     raw = json.dumps(body, sort_keys=True, ensure_ascii=False, default=str, separators=(",", ":"))
@@ -127,31 +135,35 @@ class AgentChat:
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         limits = RequestLimits.from_settings(settings)
 
-        def prepare() -> tuple[ChatRequest, TurnPlan]:
+        def prepare() -> tuple[ChatRequest, TurnPlan, str]:
             request = validate_chat_request(model, messages, body, limits=limits)
-            return request, plan_turn(self.agent_id, request, headers, policy=settings.session_policy.value,
-                                      request_id=completion_id, tenant=tenant)
+            plan = plan_turn(self.agent_id, request, headers, policy=settings.session_policy.value,
+                             request_id=completion_id, tenant=tenant)
+            return request, plan, request_fingerprint(body)
 
         if isinstance(messages, list) and (len(messages) > _INLINE_MESSAGES or _text_size(messages) > _INLINE_TEXT):
             # a long transcript takes milliseconds to check and digest: off the event loop, so no request waits
-            request, plan = await asyncio.to_thread(prepare)
+            request, plan, fingerprint = await asyncio.to_thread(prepare)
         else:
-            request, plan = prepare()
+            request, plan, fingerprint = prepare()
         await check_image_urls(request)
         trace = DebugTrace.start(settings, completion_id)
         data = self._pipeline_inputs(request, plan, model, completion_id, trace)
 
-        slot = plan.idempotency_slot
+        # An Idempotency-Key names the request. Without one, the turn itself does: a duplicate arriving while the first
+        # is running, or an SDK retry after it, gets the first outcome; the same request after its answer was delivered
+        # is a regenerate (what chat UIs mean by sending it again) and runs anew.
+        slot = plan.idempotency_slot or _turn_slot(plan, fingerprint)
         if slot is not None:
-            owner, future = self.shared.idempotency.claim(slot, request_fingerprint(body))
+            owner, future = self.shared.idempotency.claim(slot, fingerprint, reuse_finished=plan.retry)
             if not owner:
                 reply = await asyncio.shield(future)
-                log.info("Idempotency-Key repeat: answering with the first request's outcome")
+                log.info("Repeated request: answering with the first request's outcome")
                 return self._from_reply(reply, request, model, completion_id)
 
         try:
             if request.stream:
-                return await self._start_stream(request, model, completion_id, data, plan, trace)
+                return await self._start_stream(request, model, completion_id, data, plan, trace, slot)
             reply, completion = await self._run(data, plan.lane)
         except OpenAIError as error:
             if slot is not None:
@@ -258,13 +270,14 @@ class AgentChat:
         data: dict[str, Any],
         plan: TurnPlan,
         trace: DebugTrace,
+        slot: str | None,
     ) -> AsyncGenerator:
         """
         Start the turn and wait for its first chunk before answering.
 
         Errors found before anything is streamed (bad tool ids, Letta down) still get a proper HTTP status.
         """
-        idem_key = plan.idempotency_slot
+        idem_key = slot
         ticket = await self.shared.load.acquire(self.agent_id, plan.lane)
         if self.shared.drain.draining:  # it waited for its slot while the server began to stop
             ticket.release()

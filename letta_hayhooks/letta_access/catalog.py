@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 # Letta's list endpoint caps page sizes; 100 keeps each page cheap and the number of round trips small.
 _PAGE_SIZE = 100
+# Letta lists agents without their tags unless asked (tag filters and per-key tag policies need them).
+_INCLUDE = ["agent.tags"]
 # A miss refreshes the catalogue, but never more often than this, so unknown-model spam can't hammer Letta.
 _MIN_MISS_REFRESH_SECONDS = 1.0
 
@@ -151,7 +153,8 @@ class AgentCatalog:
         """Blocking refresh (background thread, start-up). Returns False when Letta could not be listed."""
         self.last_attempt = time.monotonic()
         try:
-            rows = [_row(agent) for agent in all_items(self.sync_client.agents.list, limit=_PAGE_SIZE)]
+            agents = all_items(self.sync_client.agents.list, limit=_PAGE_SIZE, include=_INCLUDE)
+            rows = [_row(agent) for agent in agents]
         except Exception as exc:  # noqa: BLE001 - any failure leaves the previous catalogue in place
             self._failed(exc)
             return False
@@ -162,7 +165,7 @@ class AgentCatalog:
         """Refresh from a request handler. Returns False when Letta could not be listed."""
         self.last_attempt = time.monotonic()
         try:
-            agents = await all_items_async(self.async_client.agents.list, limit=_PAGE_SIZE)
+            agents = await all_items_async(self.async_client.agents.list, limit=_PAGE_SIZE, include=_INCLUDE)
             rows = [_row(agent) for agent in agents]
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)

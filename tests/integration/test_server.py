@@ -327,9 +327,10 @@ def test_no_message_text_or_key_in_the_log_at_default_settings(letta_backend: Ba
     failures = [
         # the model provider fails (Letta reports an LLM error)
         {"messages": [{"role": "user", "content": f"FAIL:500 {marker}"}]},
-        # a tool result nobody asked for
+        # a tool result nobody asked for, in a session's own conversation
         {"messages": [{"role": "user", "content": marker}, {"role": "assistant", "content": "x"},
-                      {"role": "tool", "tool_call_id": f"call_{marker}", "content": marker}]},
+                      {"role": "tool", "tool_call_id": f"call_{marker}", "content": marker}],
+         "extra_headers": {"X-Session-Id": f"log-tool-{uuid.uuid4().hex}"}},
         # bad input, echoed nowhere
         {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": f"http://{marker}"}}]}]},
     ]

@@ -81,19 +81,30 @@ def test_only_the_new_turn_is_forwarded(letta_backend: Backend, server: Server, 
     (conversation,) = our_conversations(letta_backend, agent.id, key)
     assert user_messages(letta_backend, conversation.id) == ["one", "two", "three"]
 
-    # a regenerate (the same transcript again) and a retry with an Idempotency-Key add nothing
+    # a regenerate (the transcript again without its last answer) is answered anew, in a branch of the session whose
+    # context is what the client shows: the turn once, not twice
+    asked_before = len(letta_backend.model_requests())
     assert ask(client, agent.name, transcript[:-1]) == "You said: three"
-    transcript[-1:] = []
+    assert len(letta_backend.model_requests()) > asked_before  # generated again, not replayed
+    (branch,) = our_conversations(letta_backend, agent.id, key)
+    assert branch.id != conversation.id
+    assert user_messages(letta_backend, branch.id) == ["one", "two", "three"]
+    assert user_messages(letta_backend, conversation.id) == ["one", "two", "three"]  # kept, archived
+    # the chat goes on from the branch; a retry with an Idempotency-Key adds nothing
     transcript.append({"role": "user", "content": "four"})
     retry = {"Idempotency-Key": f"idem-{uuid.uuid4().hex}"}
     assert ask(client, agent.name, transcript, extra_headers=retry) == "You said: four"
     assert ask(client, agent.name, transcript, extra_headers=retry) == "You said: four"
-    assert user_messages(letta_backend, conversation.id) == ["one", "two", "three", "four"]
+    assert user_messages(letta_backend, branch.id) == ["one", "two", "three", "four"]
+    assert [c.id for c in our_conversations(letta_backend, agent.id, key)] == [branch.id]
 
-    # a streamed regenerate replays the stored answer too
+    # a streamed regenerate is answered anew as well, in the next branch
+    asked_before = len(letta_backend.model_requests())
     stream = client.chat.completions.create(model=agent.name, messages=transcript, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "You said: four"
-    assert user_messages(letta_backend, conversation.id) == ["one", "two", "three", "four"]
+    assert len(letta_backend.model_requests()) > asked_before
+    (latest,) = our_conversations(letta_backend, agent.id, key)
+    assert latest.id != branch.id and user_messages(letta_backend, latest.id) == ["one", "two", "three", "four"]
 
 
 def test_otids_are_deterministic_and_reach_letta(letta_backend: Backend, server: Server, agent) -> None:
@@ -104,8 +115,16 @@ def test_otids_are_deterministic_and_reach_letta(letta_backend: Backend, server:
     sent = [m for m in page.items if m.message_type == "user_message"]
     from letta_hayhooks.turn_plan import turn_otids
 
-    expected = turn_otids(session_digest(agent.id, key), [{"role": "user", "content": "otid please"}], [0])[0]
-    assert [m.otid for m in sent] == [expected]
+    # a new-message-only request gets an otid of its own (unless it says it retries); the next turn's is derived
+    # from the transcript
+    assert len(sent) == 1 and sent[0].otid
+    transcript = [{"role": "user", "content": "otid please"}, {"role": "assistant", "content": "You said: otid please"},
+                  {"role": "user", "content": "and again"}]
+    ask(sdk(server, key), agent.name, transcript)
+    page = letta_backend.client.conversations.messages.list(conversation.id, order="asc", limit=50)
+    sent = [m for m in page.items if m.message_type == "user_message"]
+    expected = turn_otids(session_digest(agent.id, key), transcript, [2])[0]
+    assert sent[-1].otid == expected
 
 
 def test_each_session_sees_only_its_own_system_prompt(letta_backend: Backend, server: Server, agent) -> None:
@@ -182,6 +201,9 @@ def test_session_survives_restart_and_second_process(letta_backend: Backend, ser
     assert block_after.id == block_before.id  # found again and reused, not duplicated
 
 
+FIRST = "SLOW:1500:first!"
+
+
 def test_concurrent_first_requests_make_one_conversation(letta_backend: Backend, server: Server, server_factory,
                                                          agent) -> None:
     second = server_factory(letta_backend.base_url, extra_env={"LETTA_HAYHOOKS_SESSION_QUEUE_DEPTH": "32"})
@@ -189,8 +211,10 @@ def test_concurrent_first_requests_make_one_conversation(letta_backend: Backend,
 
     def first_requests(targets: list[Server], key: str) -> list[int]:
         def one(target: Server) -> int:
+            # the first turn takes 1.5 s, so every duplicate arrives while it runs (one arriving after its answer was
+            # delivered would be a new turn: the same message sent again)
             response = httpx.post(f"{target.v1}/chat/completions", headers={"X-Session-Id": key}, timeout=120,
-                                  json={"model": agent.name, "messages": [{"role": "user", "content": "first!"}]})
+                                  json={"model": agent.name, "messages": [{"role": "user", "content": FIRST}]})
             return response.status_code
 
         with concurrent.futures.ThreadPoolExecutor(len(targets)) as pool:
@@ -201,7 +225,7 @@ def test_concurrent_first_requests_make_one_conversation(letta_backend: Backend,
     statuses = first_requests([second] * 20, key)
     assert statuses == [200] * 20
     (conversation,) = our_conversations(letta_backend, agent.id, key)
-    assert user_messages(letta_backend, conversation.id) == ["first!"]
+    assert user_messages(letta_backend, conversation.id) == [FIRST]
 
     # two processes at once: they converge on one conversation (the same turn may reach Letta once per process,
     # since a self-hosted Letta without Redis does not deduplicate otids itself)
@@ -210,7 +234,7 @@ def test_concurrent_first_requests_make_one_conversation(letta_backend: Backend,
     assert set(statuses) <= {200, 429}
     assert statuses.count(200) >= 10
     (conversation,) = our_conversations(letta_backend, agent.id, key)
-    assert user_messages(letta_backend, conversation.id) in (["first!"], ["first!", "first!"])
+    assert user_messages(letta_backend, conversation.id) in ([FIRST], [FIRST, FIRST])
 
 
 def test_open_webui_chat_id_only_for_streams(letta_backend: Backend, server: Server, agent) -> None:

@@ -95,7 +95,8 @@ def setup(letta_backend: Backend, server_factory, tmp_path_factory: pytest.TempP
     server = server_factory(letta_backend.base_url, extra_env=keyed_env(path))
     for model in (shared.name, hidden.name):
         wait_for_model(server.url, model, headers=auth("ops"))
-    return SimpleNamespace(server=server, shared=shared, hidden=hidden, key_file=path)
+    return SimpleNamespace(server=server, shared=shared, hidden=hidden, key_file=path,
+                           server_backend=letta_backend.base_url)
 
 
 def summaries(backend: Backend, agent_id: str) -> list[str]:
@@ -142,11 +143,25 @@ def test_another_api_key_cannot_delete_the_system_prompt_block(letta_backend: Ba
         == f"SYSTEM_HAS:{needle}=yes"
 
 
-def test_the_default_thread_stays_shared(setup: SimpleNamespace) -> None:
-    server, model = setup.server, setup.shared.name
+def test_keyless_chats_are_the_tenants_own_and_the_default_thread_stays_shared(
+    setup: SimpleNamespace, server_factory
+) -> None:
+    model = setup.shared.name
     fact = f"GUAVA-{uuid.uuid4().hex[:8]}"
-    assert ask(server, "alpha", model, [{"role": "user", "content": f"note {fact}"}]) == f"You said: note {fact}"
-    assert ask(server, "beta", model, [{"role": "user", "content": f"RECALL?{fact}"}]) == f"RECALL:{fact}=yes"
+    told = [{"role": "user", "content": f"note {fact}"}]
+    # the default policy: a keyless chat is its own conversation, found from its transcript, within the key's scope
+    assert ask(setup.server, "alpha", model, told) == f"You said: note {fact}"
+    same_history = [*told, {"role": "assistant", "content": f"You said: note {fact}"},
+                    {"role": "user", "content": f"RECALL?{fact}"}]
+    assert ask(setup.server, "alpha", model, same_history) == f"RECALL:{fact}=yes"
+    assert ask(setup.server, "beta", model, same_history[2:]) == f"RECALL:{fact}=no"
+    # the `agent` policy: every key's keyless turns meet in the agent's one default thread, by design
+    agent_policy = server_factory(setup.server_backend, extra_env={
+        **keyed_env(setup.key_file), "LETTA_HAYHOOKS_SESSION_POLICY": "agent"})
+    wait_for_model(agent_policy.url, model, headers=auth("ops"))
+    fact = f"PAPAYA-{uuid.uuid4().hex[:8]}"
+    assert ask(agent_policy, "alpha", model, [{"role": "user", "content": f"note {fact}"}]) == f"You said: note {fact}"
+    assert ask(agent_policy, "beta", model, [{"role": "user", "content": f"RECALL?{fact}"}]) == f"RECALL:{fact}=yes"
 
 
 def test_an_api_key_is_refused_as_a_session_key(setup: SimpleNamespace) -> None:
@@ -177,8 +192,6 @@ def test_a_restricted_key_sees_and_reaches_only_its_agents(setup: SimpleNamespac
     assert httpx.get(f"{server.url}/status", headers=auth("alpha"), timeout=30).status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="the agent catalogue lists agents without their tags (Letta's agents.list "
-                   "needs include=['agent.tags']), so `tag:` patterns match nothing yet")
 def test_a_key_restricted_by_tag_reaches_the_tagged_agent(setup: SimpleNamespace) -> None:
     tagged = sdk(setup.server, "tagged")
     listed = {m.id for m in tagged.models.list()}

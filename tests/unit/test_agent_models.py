@@ -60,7 +60,7 @@ def test_the_letta_api_key_from_settings_reaches_every_component() -> None:
     models.apply()
     pipeline = models.wrappers["writer"].chat.pipeline
     letta_components = [name for name, instance in pipeline.walk() if hasattr(instance, "connection")]
-    assert letta_components == ["router", "session", "overlay", "tool_sync", "generator"]
+    assert letta_components == ["router", "session", "overlay", "tool_sync", "generator", "recorder"]
     for name in letta_components:
         connection = pipeline.get_component(name).connection
         assert (connection.api_key, connection.base_url) == ("sk-from-settings", settings.letta_base_url), name

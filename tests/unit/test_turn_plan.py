@@ -160,9 +160,20 @@ def test_first_keyless_message_is_a_retry_only_with_an_idempotency_key() -> None
 def test_previous_otid_names_the_turn_before_the_new_one() -> None:
     first = [{"role": "user", "content": "one"}]
     second = [*first, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "two"}]
+    third = [*second, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "three"}]
     headers = {"x-session-id": "k"}
-    assert plan(second, headers).previous_otid == plan(first, headers).otids[-1]
+    assert plan(third, headers).previous_otid == plan(second, headers).otids[-1]
     assert plan(first, headers).previous_otid is None
+
+
+def test_a_new_message_only_client_gets_a_new_turn_unless_it_says_it_retries() -> None:
+    # "yes" twice in a row is two turns; only an Idempotency-Key or an SDK retry makes it the same one
+    chat = [{"role": "user", "content": "yes"}]
+    headers = {"x-session-id": "k"}
+    assert plan(chat, headers).otids != plan(chat, headers).otids and not plan(chat, headers).check_duplicates
+    retried = {**headers, "x-stainless-retry-count": "1"}
+    assert plan(chat, retried).otids == plan(chat, retried).otids and plan(chat, retried).check_duplicates
+    assert not plan(chat, {**headers, "x-stainless-retry-count": "0"}).retry
 
 
 def test_the_plan_is_shared_not_copied() -> None:

@@ -1,0 +1,153 @@
+"""
+Which chat a transcript belongs to: digests of a chat's history, the same whichever client sends it.
+
+A chat's *head* is the digest of its history up to the last answer the client received. A request continues the chat
+whose head equals the digest of the history it sent before its new turn; any other history (a regenerate, an edited
+message) belongs to a new branch. Digests chain message by message (`step`), so every prefix of a transcript is
+digested in one pass.
+
+What is digested is what every client keeps of a message: the role, the text (an assistant's reasoning, which clients
+show or drop in different ways, is left out) or the tool calls and tool results by id. System and developer messages
+are not part of the chain: the system prompt reaches the agent through the prompt overlay on every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from letta_hayhooks.lru import LRU
+
+# The head of a chat with no history yet.
+EMPTY = hashlib.sha256(b"letta-hayhooks chat").hexdigest()[:32]
+# Reasoning that clients put back into an assistant's text: `<think>` tags (this server's think_tags mode), Open
+# WebUI's collapsible `<details type="reasoning">` blocks.
+_REASONING = re.compile(r"<think>.*?</think>|<details\b[^>]*type=\"reasoning\"[^>]*>.*?</details>", re.S | re.I)
+_SPACE = re.compile(r"\s+")
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if isinstance(part, Mapping):
+            if part.get("type") == "text":
+                parts.append(str(part.get("text", "")))
+            elif part.get("type") == "image_url":
+                image = part.get("image_url")
+                url = image.get("url") if isinstance(image, Mapping) else image
+                parts.append(f"[image {hashlib.sha256(str(url).encode()).hexdigest()[:16]}]")
+    return "\n".join(parts)
+
+
+def _normal(text: str) -> str:
+    return _SPACE.sub(" ", text).strip()
+
+
+def message_key(message: Mapping[str, Any]) -> str | None:
+    """What a message contributes to the chain; None for messages outside it (system, developer)."""
+    role = message.get("role")
+    if role == "user":
+        return "u\x00" + _normal(_text(message.get("content")))
+    if role == "assistant":
+        calls = message.get("tool_calls") or []
+        call_ids = ",".join(str(c.get("id")) for c in calls if isinstance(c, Mapping))
+        text = _normal(_REASONING.sub("", _text(message.get("content"))))
+        return f"a\x00{text}\x00{call_ids}"
+    if role == "tool":
+        return f"t\x00{message.get('tool_call_id')}\x00{_normal(_text(message.get('content')))}"
+    return None
+
+
+def step(previous: str, message: Mapping[str, Any]) -> str:
+    """The digest of a history after one more message."""
+    key = message_key(message)
+    if key is None:
+        return previous
+    return hashlib.sha256(f"{previous}\x00{key}".encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def digest(messages: Sequence[Mapping[str, Any]], start: str = EMPTY) -> str:
+    """The digest of a history."""
+    current = start
+    for message in messages:
+        current = step(current, message)
+    return current
+
+
+@dataclass(frozen=True)
+class TranscriptDigests:
+    """The digests of one request's transcript."""
+
+    history: str  # of the messages before the new turn (the head the request continues)
+    turn: str  # of the whole transcript, new turn included (the head once the answer is known, less the answer)
+    has_history: bool  # whether an assistant message came before the new turn
+
+
+def transcript_digests(messages: Sequence[Mapping[str, Any]], first_new: int) -> TranscriptDigests:
+    """Digest the history before position `first_new` and the whole transcript, in one pass."""
+    current = EMPTY
+    history = EMPTY
+    has_history = False
+    for i, message in enumerate(messages):
+        if i == first_new:
+            history = current
+        if i < first_new and message.get("role") == "assistant":
+            has_history = True
+        current = step(current, message)
+    if first_new >= len(messages):
+        history = current
+    return TranscriptDigests(history=history, turn=current, has_history=has_history)
+
+
+def reply_message(text: str | None, tool_calls: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The assistant message a client keeps of an answer (for the head after it)."""
+    return {"role": "assistant", "content": text or "", "tool_calls": [{"id": c.get("id")} for c in tool_calls]}
+
+
+class ChatHeads:
+    """
+    This process's knowledge of chat heads: (chat scope, head digest) -> conversation, keyed sessions' heads, and
+    which conversations may hold a turn whose answer was never recorded (checked for duplicates before the next turn).
+
+    Letta holds the record (the conversation's summary); this is only a cache, bounded like the others.
+    """
+
+    def __init__(self) -> None:
+        self._conversations: LRU = LRU()
+        self._unsettled: LRU = LRU()
+        self._sessions: LRU = LRU()  # keyed session scope -> (conversation id, head or None)
+
+    def session(self, scope: str) -> tuple[str, str | None] | None:
+        """The keyed session's conversation and head, as this process last saw them."""
+        return self._sessions.get(scope)
+
+    def session_moved(self, scope: str, conversation_id: str, head: str | None) -> None:
+        """A keyed session's conversation or head changed."""
+        self._sessions.remember(scope, (conversation_id, head))
+        self._unsettled.pop(conversation_id, None)
+
+    def conversation(self, scope: str, head: str) -> str | None:
+        """The conversation of the chat scope (agent and tenant) whose head this process last saw at `head`."""
+        return self._conversations.get((scope, head))
+
+    def moved(self, scope: str, conversation_id: str, old_head: str | None, new_head: str) -> None:
+        """A keyless chat's turn was answered: its conversation's head moved."""
+        if old_head is not None and self._conversations.get((scope, old_head)) == conversation_id:
+            self._conversations.pop((scope, old_head), None)
+        self._conversations.remember((scope, new_head), conversation_id)
+        self._unsettled.pop(conversation_id, None)
+
+    def sending(self, conversation_id: str) -> None:
+        """A turn is about to be sent to the conversation (unsettled until `moved`)."""
+        self._unsettled.remember(conversation_id, True)
+
+    def unsettled(self, conversation_id: str) -> bool:
+        """True when a turn was sent to the conversation and its answer never recorded."""
+        return conversation_id in self._unsettled
