@@ -8,6 +8,8 @@ the body OpenAI clients parse: `{"error": {"message", "type", "param", "code"}}`
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 from typing import Any
 
 import httpx
@@ -64,14 +66,14 @@ def too_large(message: str, *, param: str | None = None) -> OpenAIError:
     return OpenAIError(413, message, type="invalid_request_error", param=param, code="request_too_large")
 
 
-def rate_limited(message: str, retry_after: float) -> OpenAIError:
-    """429 with a Retry-After header."""
+def rate_limited(message: str, retry_after: float | None) -> OpenAIError:
+    """429, with a Retry-After header when the wait is known."""
     return OpenAIError(
         429,
         message,
         type="rate_limit_exceeded",
         code="rate_limit_exceeded",
-        headers={"Retry-After": str(max(1, round(retry_after)))},
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None,
     )
 
 
@@ -101,17 +103,110 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__} (HTTP {status})" if isinstance(status, int) else type(exc).__name__
 
 
+# What must never reach a client from Letta's error texts: URLs, addresses, credentials.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+_CREDENTIAL = re.compile(
+    r"\b(?:sk|pk|rk|ak)-[A-Za-z0-9_*-]{6,}|\bBearer\s+\S+"
+    r"|\b(?:api[_-]?key|token|secret|password|authorization)\b['\"]?\s*[:=]\s*['\"]?[^\s'\",}]+",
+    re.IGNORECASE,
+)
+# Letta's detail of a provider failure, e.g. "RATE_LIMIT_EXCEEDED: Rate limited by OpenAI: Error code: 429 - {'error':
+# {'message': 'slow down', ...}}" or "INTERNAL_SERVER_ERROR: OpenAI API error: Error code: 500 - {...}".
+_PROVIDER_STATUS = re.compile(r"\b(?:Error code|status code|status)\s*[:=]?\s*([1-5]\d\d)\b", re.IGNORECASE)
+_PROVIDER_MESSAGE = re.compile(r"""['"]message['"]\s*:\s*(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")""")
+_PROVIDER_NAME = re.compile(r"\b(?:by|from)\s+([A-Z][A-Za-z0-9.-]+)\b|\b([A-Z][A-Za-z0-9.-]+) API error\b")
+_RETRY_IN = re.compile(r"\b(?:try again|retry)\s+(?:in|after)\s+(\d+(?:\.\d+)?)\s*(ms|s|sec|secs|seconds?)\b",
+                       re.IGNORECASE)
+_CODE_PREFIX = re.compile(r"^[A-Z][A-Z_]+:\s*")
+_MAX_DETAIL = 300
+# Letta's stop reason (and error type) for a prompt that no longer fits the model's context window
+CONTEXT_OVERFLOW = "context_window_overflow_in_system_prompt"
+
+
+def sanitize(text: str, limit: int = _MAX_DETAIL) -> str:
+    """Letta's or a provider's error text as a client may see it: no URLs, addresses or credentials, one line."""
+    text = _URL.sub("[url]", text)
+    text = _CREDENTIAL.sub("[redacted]", text)
+    text = _ADDRESS.sub("[address]", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _provider(detail: str) -> tuple[int | None, str | None, str | None]:
+    """The provider's HTTP status, name and own message in Letta's error detail (None where it does not say)."""
+    status = _PROVIDER_STATUS.search(detail)
+    name = _PROVIDER_NAME.search(detail)
+    message = _PROVIDER_MESSAGE.search(detail)
+    return (
+        int(status.group(1)) if status else None,
+        (name.group(1) or name.group(2)) if name else None,
+        (message.group(1) or message.group(2)) if message else None,
+    )
+
+
+def _retry_after(text: str) -> float | None:
+    found = _RETRY_IN.search(text)
+    if found is None:
+        return None
+    value = float(found.group(1))
+    return value / 1000 if found.group(2).lower() == "ms" else value
+
+
+def from_letta_error(  # noqa: PLR0911 - one answer per kind of failure
+    error_type: str | None, message: str | None, detail: str | None = None, *, stop_reason: str | None = None
+) -> OpenAIError:
+    """
+    The client's error for a failure Letta reported (a stream's `error_message` event, or an error body):
+    a provider 429 is a 429 (with Retry-After when the provider said how long), a provider 5xx a 502, an exceeded
+    context window a 400 `context_length_exceeded`; each with the provider's own message where Letta passed it on.
+    Texts are sanitised (`sanitize`): Letta's details can name URLs, addresses and keys.
+    """
+    error_type = (error_type or "").lower()
+    detail = detail or ""
+    status, name, said = _provider(detail)
+    source = f"{name}, HTTP {status}" if name and status else (f"HTTP {status}" if status else name)
+    reason = sanitize(said or _CODE_PREFIX.sub("", detail) or message or "no detail")
+    where = f" ({source})" if source else ""
+    if error_type == "llm_rate_limit" or status == 429:
+        return rate_limited(f"The model provider is rate limiting the agent's requests{where}: {reason}",
+                            _retry_after(detail))
+    if CONTEXT_OVERFLOW in (error_type, stop_reason) or "CONTEXT_WINDOW_EXCEEDED" in detail:
+        return OpenAIError(400, f"The agent's context window is exceeded: {sanitize(detail or message or '')}",
+                           type="invalid_request_error", param="messages", code="context_length_exceeded")
+    if error_type == "llm_timeout":
+        return OpenAIError(504, f"The model provider did not answer the agent in time{where}.", type="server_error",
+                           code="llm_timeout")
+    if error_type == "llm_authentication":
+        # the provider's message may echo part of the key: the status is enough
+        return upstream_error(f"The model provider refused the Letta server's credentials{where}.",
+                              code="llm_authentication_failed")
+    if (status is not None and status >= 500) or error_type == "llm_error":
+        return upstream_error(f"The model provider failed{where}: {reason}", code="llm_api_error")
+    if error_type in ("llm_bad_request", "llm_empty_response", "llm_insufficient_credits"):
+        return upstream_error(f"The model provider could not answer{where}: {reason}", code=error_type)
+    code = error_type or "letta_error"
+    return upstream_error(f"Letta reported an error: {sanitize(message or detail or 'no detail')}", code=code)
+
+
+def _letta_error_body(body: object) -> dict[str, Any] | None:
+    """Letta's own error report in a response body: `{"error": {"type", "message", "detail"}}`."""
+    if isinstance(body, dict) and isinstance(body.get("error"), dict) and body["error"].get("type"):
+        return body["error"]
+    return None
+
+
 def _letta_detail(exc: letta_client.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
         detail = body.get("detail", body.get("error", body))
         if isinstance(detail, dict):
-            return str(detail.get("message") or detail.get("code") or detail)
-        return str(detail)
-    return str(exc.message)
+            return sanitize(str(detail.get("message") or detail.get("code") or detail), 500)
+        return sanitize(str(detail), 500)
+    return sanitize(str(exc.message), 500)
 
 
-def from_letta_exception(exc: BaseException) -> OpenAIError:  # noqa: PLR0911 - one answer per failure kind
+def from_letta_exception(exc: BaseException) -> OpenAIError:  # noqa: PLR0911, PLR0912 - one answer per failure kind
     """
     Map an exception raised while talking to Letta onto an OpenAI error.
 
@@ -125,7 +220,10 @@ def from_letta_exception(exc: BaseException) -> OpenAIError:  # noqa: PLR0911 - 
         return upstream_unavailable()
     if isinstance(exc, letta_client.APIStatusError):
         status = exc.status_code
-        detail = _letta_detail(exc)[:500]
+        report = _letta_error_body(exc.body)
+        if report is not None:  # a failure of the model call, reported by Letta
+            return from_letta_error(str(report.get("type")), report.get("message"), report.get("detail"))
+        detail = _letta_detail(exc)
         if status in (401, 403):
             return OpenAIError(502, "The proxy could not authenticate with Letta.", type="server_error",
                                code="letta_auth_failed")
@@ -135,7 +233,11 @@ def from_letta_exception(exc: BaseException) -> OpenAIError:  # noqa: PLR0911 - 
             return OpenAIError(409, f"The Letta conversation is busy or waiting: {detail}", type="conflict_error",
                                code="letta_conflict")
         if status == 429:
-            return rate_limited("Letta is rate limiting requests; retry later.", 5)
+            retry_after = exc.response.headers.get("retry-after")
+            seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
+            return rate_limited(f"Letta is rate limiting requests; retry later: {detail}", seconds)
+        if status == 400 and "CONTEXT_WINDOW_EXCEEDED" in detail:
+            return from_letta_error("context_window_exceeded", None, detail)
         if status in (400, 422):
             return upstream_error(f"Letta rejected the request: {detail}", code="letta_bad_request")
         if status in (502, 503):
@@ -146,5 +248,5 @@ def from_letta_exception(exc: BaseException) -> OpenAIError:  # noqa: PLR0911 - 
             return upstream_timeout()
         return upstream_error(f"Letta failed with status {status}: {detail}")
     if isinstance(exc, letta_client.APIError):
-        return upstream_error(f"Letta stream error: {exc.message}"[:500])
+        return upstream_error(f"Letta stream error: {sanitize(str(exc.message))}")
     return OpenAIError(500, "Internal error in the proxy.", type="server_error", code="internal_error")

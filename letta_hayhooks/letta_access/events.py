@@ -28,7 +28,7 @@ from haystack.dataclasses import (
     ToolCallDelta,
 )
 
-from letta_hayhooks.errors import OpenAIError, upstream_error
+from letta_hayhooks.errors import CONTEXT_OVERFLOW, OpenAIError, from_letta_error, upstream_error
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +217,7 @@ class LettaEventTranslator:
         self._pending_server_approval: str | None = None
         self._text: list[str] = []
         self._reasoning: list[str] = []
+        self._generic_error = False  # the outcome's error says only the stop reason so far
         self.outcome = TurnOutcome()
 
     # ---- feeding
@@ -361,9 +362,14 @@ class LettaEventTranslator:
         reason = _get(event, "stop_reason")
         self.outcome.stop_reason = reason
         if reason in _ERROR_STOP_REASONS and self.outcome.error is None:
-            self.outcome.error = upstream_error(
-                f"The Letta agent stopped with '{reason}'.", code=_ERROR_STOP_REASONS[reason]
-            )
+            # Letta sends its error_message (with the provider's words) right after: it replaces this generic error
+            self._generic_error = True
+            if reason == CONTEXT_OVERFLOW:
+                self.outcome.error = from_letta_error(reason, "The agent's prompt does not fit its context window.")
+            else:
+                self.outcome.error = upstream_error(
+                    f"The Letta agent stopped with '{reason}'.", code=_ERROR_STOP_REASONS[reason]
+                )
         return []
 
     def _on_usage_statistics(self, event: Any) -> list[StreamingChunk]:
@@ -384,9 +390,14 @@ class LettaEventTranslator:
     def _on_error_message(self, event: Any) -> list[StreamingChunk]:
         message = _get(event, "message") or _get(event, "detail") or "error"
         self.outcome.error_detail = str(message)[:500]
-        if self.outcome.error is None:  # the stop reason before it is more specific
-            error_type = _get(event, "error_type") or "letta_error"
-            self.outcome.error = upstream_error(f"Letta reported an error: {message}"[:500], code=str(error_type))
+        if self.outcome.error is None or self._generic_error:
+            # the status, code and message the client gets: provider 429 -> 429, provider 5xx -> 502, context -> 400
+            detail = _get(event, "detail")
+            self.outcome.error = from_letta_error(
+                _get(event, "error_type"), str(message), str(detail) if detail else None,
+                stop_reason=self.outcome.stop_reason,
+            )
+            self._generic_error = False
         return []
 
     # ---- chunk builders
