@@ -19,7 +19,15 @@ from pathlib import Path
 
 import httpx
 
-from letta_hayhooks.local.letta_server import LettaVenv, LocalLetta, default_venv_dir, free_port, terminate
+from letta_hayhooks.local.letta_server import (
+    LettaVenv,
+    LocalLetta,
+    default_data_dir,
+    default_venv_dir,
+    free_port,
+    terminate,
+)
+from letta_hayhooks.local.topology import Topology, TopologyKit, default_kit_dir
 from letta_hayhooks.settings import Settings, load_settings
 
 BIN = Path(sys.executable).parent
@@ -57,6 +65,34 @@ def scripted_letta(home: Path, *, stub_env: Mapping[str, str] | None = None, ven
         yield letta
     finally:
         letta.stop()
+
+
+def topology_kit(settings: Settings | None = None, venv: LettaVenv | None = None) -> TopologyKit:
+    """The production-like topology's packages (Postgres, Redis, Letta's migrations), installed on first use."""
+    settings = settings or load_settings()
+    venv = venv or letta_venv(settings)
+    kit = TopologyKit(default_kit_dir(default_data_dir(settings.data_dir)))
+    if not kit.installed():
+        _say(f"installing PostgreSQL, Redis and Letta's migrations into {kit.path} (first run only, about a minute)")
+        kit.install(venv, progress=lambda msg: _say(f"  {msg}"))
+    return kit
+
+
+@contextlib.contextmanager
+def scripted_topology(home: Path, *, letta_servers: int = 2, redis: bool = True,
+                      stub_env: Mapping[str, str] | None = None, timeout: float = 240.0) -> Iterator[Topology]:
+    """
+    Postgres with pgvector, Redis (unless `redis` is false) and `letta_servers` Letta servers on that one database,
+    with the scripted model, their data in `home` and a temporary directory; all stopped by PID at the end.
+    """
+    venv = letta_venv()
+    topology = Topology(home=home, venv=venv, kit=topology_kit(venv=venv), letta_servers=letta_servers, redis=redis,
+                        stub_env=dict(stub_env or {}))
+    topology.start(timeout=timeout, progress=lambda msg: _say(f"topology: {msg}"))
+    try:
+        yield topology
+    finally:
+        topology.stop()
 
 
 @dataclass

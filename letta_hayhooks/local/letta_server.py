@@ -262,6 +262,9 @@ class LocalLetta:
     stub_port: int = 0
     provider_env: dict[str, str] | None = None  # e.g. {"OPENAI_API_KEY": ...}: a real provider, no scripted model
     stub_env: dict[str, str] = field(default_factory=dict)
+    # the kit script Letta runs (the Postgres topology runs another one) and variables added to Letta's environment
+    launcher: str = "letta_sqlite_server.py"
+    letta_env: dict[str, str] = field(default_factory=dict)
     letta_process: subprocess.Popen | None = None
     stub_process: subprocess.Popen | None = None
 
@@ -324,7 +327,7 @@ class LocalLetta:
         run_dir = self.home / "run"
         run_dir.mkdir(exist_ok=True)  # Letta reads ./.env and ./conf.yaml: give it an empty working directory
         self.letta_process = subprocess.Popen(
-            [str(self.venv.python), str(KIT_DIR / "letta_sqlite_server.py"), "--host", "127.0.0.1", "--port",
+            [str(self.venv.python), str(KIT_DIR / self.launcher), "--host", "127.0.0.1", "--port",
              str(self.letta_port)],
             cwd=run_dir,
             env={
@@ -338,6 +341,7 @@ class LocalLetta:
                 "LETTA_TRACK_PROVIDER_TRACE": "false",
                 "LETTA_LLM_API_LOGGING": "false",
                 "LETTA_DISABLE_TRACING": "true",
+                **self.letta_env,
             },
             stdout=(self.home / "logs" / "letta.log").open("ab"),
             stderr=subprocess.STDOUT,
