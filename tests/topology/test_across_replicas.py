@@ -22,7 +22,7 @@ from letta_hayhooks.local import harness
 from letta_hayhooks.turn_plan import session_digest
 from tests.topology.conftest import Stack
 
-pytestmark = pytest.mark.topology
+pytestmark = [pytest.mark.integration, pytest.mark.topology]
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather in a city",

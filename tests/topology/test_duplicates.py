@@ -20,7 +20,7 @@ import pytest
 from tests.topology.conftest import Stack
 from tests.topology.test_across_replicas import session_conversations, user_messages
 
-pytestmark = pytest.mark.topology
+pytestmark = [pytest.mark.integration, pytest.mark.topology]
 
 RETRY = {"x-stainless-retry-count": "1"}  # what the OpenAI SDKs send with an automatic retry
 

@@ -29,7 +29,7 @@ from letta_hayhooks.local import harness
 from tests.topology.conftest import Stack
 from tests.topology.test_across_replicas import session_conversations, user_messages
 
-pytestmark = pytest.mark.topology
+pytestmark = [pytest.mark.integration, pytest.mark.topology]
 
 SESSIONS = 12
 TURNS = 6
