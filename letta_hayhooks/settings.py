@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     overlay_enabled: bool = Field(True, alias="LETTA_HAYHOOKS_OVERLAY")
     max_system_prompt_bytes: int = Field(1_048_576, alias="LETTA_HAYHOOKS_MAX_SYSTEM_PROMPT_BYTES", gt=0)
     overlay_ttl_hours: float = Field(168.0, alias="LETTA_HAYHOOKS_OVERLAY_TTL_HOURS", gt=0)
+    branch_ttl_hours: float = Field(0.0, alias="LETTA_HAYHOOKS_BRANCH_TTL_HOURS", ge=0)
     prompt_cache_seconds: float = Field(30.0, alias="LETTA_HAYHOOKS_PROMPT_CACHE_SECONDS", ge=0)
     sessions_route: bool = Field(False, alias="LETTA_HAYHOOKS_SESSIONS_ROUTE")
 

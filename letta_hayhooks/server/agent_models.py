@@ -221,10 +221,16 @@ class AgentModels:
 
     def collect_garbage(self) -> int:
         """Delete system-prompt blocks unused for longer than the overlay TTL; returns how many."""
-        from letta_hayhooks.server.maintenance import delete_stale_overlays  # noqa: PLC0415 - only needed hourly
+        from letta_hayhooks.server.maintenance import (  # noqa: PLC0415 - only needed hourly
+            delete_stale_branches,
+            delete_stale_overlays,
+        )
 
         try:
-            return delete_stale_overlays(self.catalog.sync_client, self.settings.overlay_ttl_hours * 3600)
+            deleted = delete_stale_overlays(self.catalog.sync_client, self.settings.overlay_ttl_hours * 3600)
+            if self.settings.branch_ttl_hours > 0:
+                deleted += delete_stale_branches(self.catalog.sync_client, self.settings.branch_ttl_hours * 3600)
+            return deleted
         except Exception as exc:  # noqa: BLE001 - retried next hour
             log.warning("Overlay garbage collection failed: {}", describe_exception(exc))
             return 0

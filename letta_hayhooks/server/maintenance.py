@@ -11,10 +11,10 @@ from typing import Any
 from letta_client import AsyncLetta, Letta
 
 from letta_hayhooks.components.prompt_overlay import OVERLAY_TAG, overlay_label
-from letta_hayhooks.components.session_resolver import SUMMARY_PREFIX
+from letta_hayhooks.components.session_resolver import BRANCH_PREFIX, CHAT_PREFIX, SUMMARY_PREFIX, parse_heads
 from letta_hayhooks.letta_access.paging import all_items, page_items
 from letta_hayhooks.tenants import Tenant
-from letta_hayhooks.turn_plan import session_digest
+from letta_hayhooks.turn_plan import TRANSCRIPT_SESSION, session_digest
 
 
 def _meta(block: Any) -> dict[str, Any]:
@@ -44,26 +44,59 @@ def _owner(agent_id: str, scope: str, key: str, tenants: Sequence[Tenant]) -> st
     return None
 
 
-async def list_sessions(client: AsyncLetta, agent_id: str, tenants: Sequence[Tenant] = ()) -> list[dict[str, Any]]:
-    """The proxy sessions of an agent: key, owning API key (by name), conversation id, overlay hash, last use."""
-    sessions = []
-    page = await client.conversations.list(agent_id=agent_id, summary_search=SUMMARY_PREFIX.strip(), limit=1000)
-    for conversation in page_items(page):
-        summary = conversation.summary or ""
-        if not summary.startswith(SUMMARY_PREFIX):
+def delete_stale_branches(client: Letta, max_age_seconds: float) -> int:
+    """
+    Delete the archived conversations that keyed sessions left behind when they branched, idle `max_age_seconds`.
+
+    Only those: a session's current conversation and every keyless chat's conversation stay (any of them may be a
+    chat someone comes back to).
+    """
+    now = time.time()
+    deleted = 0
+    for conversation in all_items(client.conversations.list, summary_search=BRANCH_PREFIX.strip(),
+                                  archive_status="archived"):
+        if not (conversation.summary or "").startswith(BRANCH_PREFIX):
             continue
-        scope, _, key = summary[len(SUMMARY_PREFIX):].partition(" ")
-        overlay = None
-        block_items = page_items(await client.blocks.list(label=overlay_label(scope), limit=1))
-        if block_items:
-            overlay = _meta(block_items[0]).get("sha256")
         last = conversation.last_message_at or conversation.updated_at or conversation.created_at
-        sessions.append({
-            "session_key": key,
-            "session_scope": scope,
-            "tenant": _owner(agent_id, scope, key, tenants),
-            "conversation_id": conversation.id,
-            "overlay_sha256": overlay,
-            "last_used": last.isoformat() if last else None,
-        })
+        if last is not None and now - last.timestamp() > max_age_seconds:
+            client.conversations.delete(conversation.id)
+            deleted += 1
+    return deleted
+
+
+def _row(agent_id: str, conversation: Any, tenants: Sequence[Tenant]) -> dict[str, Any] | None:
+    """What the sessions view shows of one of our conversations; None for anything else."""
+    summary = conversation.summary or ""
+    last = conversation.last_message_at or conversation.updated_at or conversation.created_at
+    row: dict[str, Any] = {"conversation_id": conversation.id, "last_used": last.isoformat() if last else None}
+    if summary.startswith(CHAT_PREFIX):
+        scope = summary[len(CHAT_PREFIX):].split(" ", 1)[0]
+        prev, head = parse_heads(summary)
+        return {**row, "kind": "chat", "session_key": None, "session_scope": scope, "head": head, "prev": prev,
+                "tenant": _owner(agent_id, scope, TRANSCRIPT_SESSION, tenants)}
+    for prefix, kind in ((SUMMARY_PREFIX, "session"), (BRANCH_PREFIX, "branch")):
+        if summary.startswith(prefix):
+            scope, _, key = summary[len(prefix):].partition(" ")
+            prev, head = parse_heads(getattr(conversation, "description", None))
+            return {**row, "kind": kind, "session_key": key, "session_scope": scope, "head": head, "prev": prev,
+                    "tenant": _owner(agent_id, scope, key, tenants)}
+    return None
+
+
+async def list_sessions(client: AsyncLetta, agent_id: str, tenants: Sequence[Tenant] = ()) -> list[dict[str, Any]]:
+    """
+    The proxy's conversations of an agent: keyed sessions (key, owning API key by name, overlay hash), their archived
+    branches, and keyless chats (their heads), with the conversation id and last use.
+    """
+    sessions = []
+    page = await client.conversations.list(agent_id=agent_id, summary_search="letta-hayhooks", limit=1000,
+                                           archive_status="all")
+    for conversation in page_items(page):
+        row = _row(agent_id, conversation, tenants)
+        if row is None:
+            continue
+        if row["kind"] == "session":
+            block_items = page_items(await client.blocks.list(label=overlay_label(row["session_scope"]), limit=1))
+            row["overlay_sha256"] = _meta(block_items[0]).get("sha256") if block_items else None
+        sessions.append(row)
     return sessions
