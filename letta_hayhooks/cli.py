@@ -55,14 +55,13 @@ def run_server(app: object, settings: Settings, host: str, port: int) -> None:
     grace, and an access log without secrets.
     """
     import uvicorn  # noqa: PLC0415
-    from hayhooks.server.logger import intercept_stdlib_logging  # noqa: PLC0415
-    from hayhooks.settings import settings as hayhooks_settings  # noqa: PLC0415
 
     from letta_hayhooks.server import access_log  # noqa: PLC0415
     from letta_hayhooks.server.http_guard import guarded_protocol  # noqa: PLC0415
+    from letta_hayhooks.server.logging_setup import route_stdlib_logging  # noqa: PLC0415
 
-    intercept_stdlib_logging(hayhooks_settings.intercepted_loggers,
-                             access_log_excluded_path_prefixes=hayhooks_settings.access_log_excluded_path_prefixes)
+    # uvicorn's loggers (and Haystack's, ours) into the server log as configured: no colours in a log file
+    route_stdlib_logging(settings)
     access_log.install()
     uvicorn.run(
         app,  # type: ignore[arg-type]
@@ -95,6 +94,9 @@ def serve(host: str | None, port: int | None) -> None:
     hayhooks_defaults.apply()  # before Hayhooks is imported: it reads its settings once, at import
     from hayhooks.settings import settings as hayhooks_settings  # noqa: PLC0415
 
+    from letta_hayhooks.server.logging_setup import configure_logging  # noqa: PLC0415
+
+    configure_logging(settings)  # after Hayhooks' import, which adds its own (colouring) log sink
     from letta_hayhooks.local.launcher import LocalMode, is_local_mode  # noqa: PLC0415
     from letta_hayhooks.local.letta_server import LocalLettaError  # noqa: PLC0415
 
@@ -106,7 +108,7 @@ def serve(host: str | None, port: int | None) -> None:
     try:
         if local is not None:
             try:
-                state = local.start(proxy_port=port)
+                state = local.start(proxy_port=port, proxy_url=f"http://{host}:{port}")
             except LocalLettaError as exc:
                 raise click.ClickException(str(exc)) from None
             settings = local_settings(settings, state.letta_url)
@@ -124,7 +126,7 @@ def serve(host: str | None, port: int | None) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(as_json: bool) -> None:
-    """Show what local mode runs: the Letta URL, the data directory, the model."""
+    """Show what local mode runs: proxy and Letta URLs and ports, versions, models, PIDs, the data directory."""
     from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 

@@ -40,6 +40,22 @@ class ImageUrlPolicy(StrEnum):
     OFF = "off"  # only inline data: images
 
 
+class LogFormat(StrEnum):
+    """How the server log is written."""
+
+    TEXT = "text"  # one readable line per record (coloured only on a terminal)
+    JSON = "json"  # one JSON object per line: time, level, logger, message, request_id and the record's fields
+
+
+class LogLevel(StrEnum):
+    """The least severe log level written."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
 class Settings(BaseSettings):
     """Server configuration. Field aliases are the environment variable names."""
 
@@ -101,6 +117,12 @@ class Settings(BaseSettings):
     header_timeout: float = Field(10.0, alias="LETTA_HAYHOOKS_HEADER_TIMEOUT", gt=0)
     keepalive_timeout: float = Field(5.0, alias="LETTA_HAYHOOKS_KEEPALIVE_TIMEOUT", gt=0)
 
+    # --- observability (logs, metrics; traces are Hayhooks' HAYHOOKS_TRACING_ENABLED and OTEL_* variables)
+    log_format: LogFormat = Field(LogFormat.TEXT, alias="LETTA_HAYHOOKS_LOG_FORMAT")
+    log_level: LogLevel = Field(LogLevel.INFO, alias="LETTA_HAYHOOKS_LOG_LEVEL")
+    metrics: bool = Field(True, alias="LETTA_HAYHOOKS_METRICS")
+    metrics_public: bool = Field(False, alias="LETTA_HAYHOOKS_METRICS_PUBLIC")
+
     # --- debug
     debug_events: bool = Field(False, alias="LETTA_HAYHOOKS_DEBUG_EVENTS")
     debug_include_text: bool = Field(False, alias="LETTA_HAYHOOKS_DEBUG_INCLUDE_TEXT")
@@ -126,6 +148,13 @@ class Settings(BaseSettings):
         if value:
             KeyPolicy.load(info.data.get("api_keys") or (), value)
         return value or None
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str):
+            return value.upper() if info.field_name == "log_level" else value.lower()
+        return value
 
     @field_validator("image_url_allowed_hosts")
     @classmethod

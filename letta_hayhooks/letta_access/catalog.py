@@ -17,6 +17,7 @@ from typing import Any
 from haystack import logging
 from letta_client import AsyncLetta, Letta
 
+from letta_hayhooks import telemetry
 from letta_hayhooks.errors import describe_exception, from_letta_exception, model_not_found
 from letta_hayhooks.letta_access.clients import LettaConnection
 from letta_hayhooks.letta_access.paging import all_items, all_items_async
@@ -144,9 +145,11 @@ class AgentCatalog:
             self.by_id = {info.id: info for info in agents.values()}
             self.last_refresh = time.time()
             self.last_error = None
+        telemetry.catalog_refreshed(len(agents), self.last_refresh)
 
     def _failed(self, exc: BaseException) -> None:
         self.last_error = describe_exception(exc)
+        telemetry.catalog_refreshed(None, None)
         logger.warning("Agent discovery failed: {error}", error=self.last_error)
 
     def refresh(self) -> bool:

@@ -46,6 +46,7 @@ from letta_hayhooks.errors import (
 from letta_hayhooks.openai_wire import WireChunk
 from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models, use_settings
 from letta_hayhooks.server.maintenance import list_sessions
+from letta_hayhooks.server.observability import install_observability
 from letta_hayhooks.settings import Settings, get_settings
 from letta_hayhooks.tenants import KeyPolicy, Tenant, allows
 
@@ -413,13 +414,16 @@ def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModel
     app.router.routes[:0] = added
 
 
-def create_server_app(settings: Settings | None = None, models: AgentModels | None = None) -> FastAPI:
+def create_server_app(  # noqa: PLR0915 - one place that assembles the server
+    settings: Settings | None = None, models: AgentModels | None = None
+) -> FastAPI:
     """Build the server app (Hayhooks' app plus the production pieces)."""
     settings = settings or get_settings()
     use_settings(settings)  # the agents' pipelines are built from these settings, not the environment's
     app = create_app()
     _remove_routes(app, (deploy_router, undeploy_router, draw_router))
     _install_error_handlers(app)
+    install_observability(app, settings, tenant_of)  # metrics middleware, GET /metrics, traces
 
     def current_models() -> AgentModels:
         return models or default_models()

@@ -18,6 +18,7 @@ from starlette.datastructures import Headers  # noqa: E402
 
 from letta_hayhooks.chat.service import http_error  # noqa: E402
 from letta_hayhooks.errors import model_not_found  # noqa: E402
+from letta_hayhooks.server import logging_setup  # noqa: E402
 from letta_hayhooks.server.agent_models import default_models  # noqa: E402
 
 # Hayhooks names a pipeline after its folder; this name is kept out of /v1/models.
@@ -33,6 +34,8 @@ class PipelineWrapper(BasePipelineWrapper):
     def setup(self) -> None:
         """Discover the agents now and keep refreshing them in the background."""
         models = default_models()
+        if not logging_setup.is_configured():  # plain `hayhooks run`: the server's entry points did it already
+            logging_setup.configure_logging(models.settings)
         models.hide(FOLDER_NAME, self)
         self.pipeline = None
 

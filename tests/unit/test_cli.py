@@ -29,11 +29,13 @@ class FakeLocalMode:
     """Local mode without a Letta server: `start` only says where Letta runs."""
 
     stopped = False
+    proxy_url: str | None = None
 
     def __init__(self, settings: Settings, console: Any = None) -> None:
         self.settings = settings
 
-    def start(self, proxy_port: int) -> SimpleNamespace:
+    def start(self, proxy_port: int, proxy_url: str | None = None) -> SimpleNamespace:
+        FakeLocalMode.proxy_url = proxy_url  # recorded in the state file for `letta-hayhooks status`
         return SimpleNamespace(letta_url=LOCAL_URL)
 
     def banner(self, state: SimpleNamespace, proxy_url: str) -> None:
@@ -84,6 +86,7 @@ def test_local_mode_passes_the_local_letta_and_the_sqlite_limit(served: dict[str
     assert settings.letta_base_url == LOCAL_URL
     assert settings.max_inflight == cli.LOCAL_MAX_INFLIGHT
     assert (served["host"], served["port"]) == ("127.0.0.1", 18080)
+    assert FakeLocalMode.proxy_url == "http://127.0.0.1:18080"
 
 
 def test_an_explicit_inflight_limit_is_kept(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
