@@ -14,10 +14,14 @@ it costs every request time for spans nobody records.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI
 from hayhooks import log
+from haystack.tracing import Span, Tracer
+from haystack.tracing import tracer as haystack_tracer
 
 from letta_hayhooks.server.access_log import redact_query
 from letta_hayhooks.settings import Settings
@@ -81,10 +85,38 @@ def configure_tracing(app: FastAPI, settings: Settings) -> Any:
             log.warning("Tracing is on but opentelemetry-haystack is missing: no component spans")
         else:
             tracing.enable_tracing(OpenTelemetryTracer(trace.get_tracer(SERVICE_NAME)))
+    if tracing.is_tracing_enabled() and not isinstance(tracing.tracer.actual_tracer, ContentFreeTracer):
+        tracing.enable_tracing(ContentFreeTracer(tracing.tracer.actual_tracer))
     # component inputs and outputs are message text
     tracing.tracer.is_content_tracing_enabled = settings.debug_include_text
     _instrument_httpx()
     return trace.get_tracer(SERVICE_NAME)
+
+
+# Haystack tags every pipeline run with its whole input (the request's messages) whatever its content switch says
+_CONTENT_TAGS = frozenset({"haystack.pipeline.input_data", "haystack.pipeline.output_data",
+                           "haystack.component.input", "haystack.component.output"})
+
+
+class ContentFreeTracer(Tracer):
+    """Haystack's tracer without content tags, unless Haystack's content tracing is on."""
+
+    def __init__(self, delegate: Tracer) -> None:
+        self.delegate = delegate
+
+    @contextlib.contextmanager
+    def trace(
+        self, operation_name: str, tags: dict[str, Any] | None = None, parent_span: Span | None = None
+    ) -> Iterator[Span]:
+        """A span of the delegate, its content tags left out."""
+        if tags and not haystack_tracer.is_content_tracing_enabled:
+            tags = {key: value for key, value in tags.items() if key not in _CONTENT_TAGS}
+        with self.delegate.trace(operation_name, tags=tags, parent_span=parent_span) as span:
+            yield span
+
+    def current_span(self) -> Span | None:
+        """The delegate's current span."""
+        return self.delegate.current_span()
 
 
 def _instrument_httpx() -> None:
