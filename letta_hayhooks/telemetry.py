@@ -100,6 +100,10 @@ class TurnReport:
     """
     One finished turn, as operators see it. No message text: ids, counts, durations, codes.
 
+    `request_id` is the id the chat service knows the request by (its completion id is fine): when the request came
+    through the server, the log line carries the request's X-Request-Id as `request_id` (as every other line of the
+    request does) and this id as `completion_id`.
+
     `model` is the served model id (the agent's name when unique); it labels the metrics. `seconds_at_letta` is the
     time spent waiting for Letta when known; `ttft_seconds` is None for non-stream answers and streams that sent no
     content.
@@ -138,6 +142,12 @@ def _summary(report: TurnReport) -> str:
 def report_turn(report: TurnReport) -> None:
     """Write the turn's INFO line (its fields as structured data) and update the turn metrics and the span."""
     fields = {key: value for key, value in asdict(report).items() if value is not None}
+    labels = REQUEST_LABELS.get()
+    http_id = labels.request_id() if labels is not None else None
+    if http_id and http_id != report.request_id:
+        # the line joins the request's other lines by its X-Request-Id; the service's own id stays beside it
+        fields["completion_id"] = report.request_id
+        fields["request_id"] = http_id
     logger.bind(event="turn", **fields).info(_summary(report))
     _annotate_span(report)
     if not _state["metrics"]:
@@ -200,10 +210,16 @@ def catalog_refreshed(agents: int | None, at: float | None) -> None:
 class RequestLabels:
     """What only the chat path knows of an HTTP request (its model); the middleware reads it once answered."""
 
-    __slots__ = ("model",)
+    __slots__ = ("model", "scope")
 
-    def __init__(self) -> None:
+    def __init__(self, scope: dict | None = None) -> None:
         self.model = ""
+        self.scope = scope
+
+    def request_id(self) -> str | None:
+        """The X-Request-Id Hayhooks gave the request (its middleware runs inside the metrics middleware)."""
+        state = (self.scope or {}).get("state") or {}
+        return state.get("request_id") if isinstance(state, dict) else None
 
 
 REQUEST_LABELS: ContextVar[RequestLabels | None] = ContextVar("letta_hayhooks_request_labels", default=None)

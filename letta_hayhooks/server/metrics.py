@@ -81,7 +81,7 @@ class RequestMetrics:
             await _send_metrics(send)
             telemetry.HTTP_REQUESTS.labels("metrics", "", "2xx").inc()
             return
-        labels = telemetry.RequestLabels()
+        labels = telemetry.RequestLabels(scope)
         token = telemetry.REQUEST_LABELS.set(labels)
         status = 500  # what the server answers when the app raises before it starts a response
         span = None

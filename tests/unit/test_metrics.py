@@ -108,6 +108,22 @@ async def test_a_request_is_counted_under_the_model_of_its_turn() -> None:
     assert sample("letta_hayhooks_http_requests_total", route="chat", model="writer-mw", status_class="2xx") == 1
 
 
+async def test_the_turn_line_carries_the_requests_x_request_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines: list[dict] = []
+    monkeypatch.setattr(telemetry, "logger", type("L", (), {"bind": staticmethod(
+        lambda **fields: lines.append(fields) or type("B", (), {"info": staticmethod(lambda _m: None)}))}))
+
+    async def chat(request):
+        request.scope["state"] = {**request.scope.get("state", {}), "request_id": "abcd1234"}  # as Hayhooks does
+        telemetry.report_turn(telemetry.TurnReport(request_id="chatcmpl-1", agent_id="a", model="writer-id"))
+        return PlainTextResponse("ok")
+
+    app = RequestMetrics(Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://proxy") as client:
+        await client.post("/v1/chat/completions")
+    assert (lines[0]["request_id"], lines[0]["completion_id"]) == ("abcd1234", "chatcmpl-1")
+
+
 async def test_a_streamed_answer_gets_a_stream_span() -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
