@@ -127,6 +127,19 @@ class TurnReport:
     error_code: str | None = None
 
 
+def outcome_of(status: int | None, code: str | None = None) -> Outcome:
+    """The outcome of a turn that ended with an error of this HTTP status and code (None: no error)."""
+    if status is None:
+        return "ok"
+    if status == 429:
+        return "rate_limited"
+    if status == 504 or code in ("letta_timeout", "llm_timeout"):
+        return "timeout"
+    if status == 499 or code == "cancelled":
+        return "cancelled"
+    return "error"
+
+
 def _summary(report: TurnReport) -> str:
     parts = [f"Turn {report.outcome}: {report.model} {report.route}"]
     if report.fate:

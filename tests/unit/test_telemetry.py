@@ -226,3 +226,11 @@ def test_the_level_setting_applies(server_log) -> None:
     report_turn(report(model="writer-quiet"))
     logger.warning("kept")
     assert [r["message"] for r in log.records()] == ["kept"]
+
+
+def test_outcomes_of_errors() -> None:
+    assert telemetry.outcome_of(None) == "ok"
+    assert telemetry.outcome_of(429, "rate_limit_exceeded") == "rate_limited"
+    assert telemetry.outcome_of(504, "letta_timeout") == telemetry.outcome_of(504) == "timeout"
+    assert telemetry.outcome_of(499, "cancelled") == "cancelled"
+    assert telemetry.outcome_of(502, "llm_api_error") == telemetry.outcome_of(400, "context_length_exceeded") == "error"
