@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 from letta_client import Letta
@@ -165,14 +164,15 @@ def _stamped(message: str) -> str:
 class _PlainProgress:
     """Progress on an output that is not a terminal (a log file): one timestamped line per step, not a spinner."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, stream: TextIO) -> None:
         self._last = ""
+        self._stream = stream
         self.update(message)
 
     def update(self, message: str) -> None:
         if message != self._last:
             self._last = message
-            print(_stamped(message), file=sys.stderr, flush=True)
+            print(_stamped(message), file=self._stream, flush=True)
 
 
 class LocalMode:
@@ -215,7 +215,7 @@ class LocalMode:
         if self.console.is_terminal:
             self.console.print(markup)
         else:
-            print(_stamped(Text.from_markup(markup).plain), file=sys.stderr, flush=True)
+            print(_stamped(Text.from_markup(markup).plain), file=self.console.file, flush=True)
 
     @contextlib.contextmanager
     def _progress(self, message: str) -> Iterator[Any]:
@@ -223,7 +223,7 @@ class LocalMode:
             with self.console.status(message) as spinner:
                 yield spinner
         else:  # a spinner shows nothing in a log file
-            yield _PlainProgress(message)
+            yield _PlainProgress(message, self.console.file)
 
     def start(self, proxy_port: int, proxy_url: str | None = None) -> LocalState:
         """

@@ -65,3 +65,27 @@ def test_the_status_command_prints_json(tmp_path: Path, monkeypatch) -> None:
     assert result.exit_code == 0, result.output
     shown = json.loads(result.output)
     assert shown["proxy_url"] == "http://127.0.0.1:1416" and shown["data_dir"] == str(tmp_path)
+
+
+def test_start_up_progress_in_a_log_is_plain_timestamped_lines(tmp_path: Path) -> None:
+    import io
+    import re
+
+    from rich.console import Console
+
+    from letta_hayhooks.local.launcher import LocalMode, LocalState
+
+    out = io.StringIO()
+    mode = LocalMode(Settings(_env_file=None, LETTA_HAYHOOKS_DATA_DIR=str(tmp_path)), console=Console(file=out))
+    with mode._progress("Starting the local Letta server") as progress:
+        progress.update("Starting the scripted model")
+        progress.update("Starting the scripted model")  # a repeated step is one line
+    mode._say("[green]Installed Letta")
+    mode.banner(LocalState(letta_url="http://localhost:8283", data_dir=str(tmp_path), model="m", scripted=True,
+                           letta_port=8283, stub_port=8299), "http://127.0.0.1:1416")
+    lines = out.getvalue().splitlines()
+    stamp = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ local mode: "
+    assert all(re.match(stamp, line) for line in lines), lines
+    assert [re.sub(stamp, "", line) for line in lines[:3]] == [
+        "Starting the local Letta server", "Starting the scripted model", "Installed Letta"]
+    assert any("http://127.0.0.1:1416/v1" in line for line in lines) and "\x1b[" not in out.getvalue()
