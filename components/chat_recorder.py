@@ -4,17 +4,21 @@ Moves a chat's head once its answer is known, so the chat's next request finds i
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from haystack import component, logging
 from haystack.dataclasses import ChatMessage
 
 from letta_hayhooks.chat_identity import ChatHeads, reply_message, step
-from letta_hayhooks.components.session_resolver import ChatRecord, chat_summary, session_description
+from letta_hayhooks.components.session_resolver import ChatRecord, chat_summary, session_summary
 from letta_hayhooks.errors import describe_exception
 from letta_hayhooks.letta_access.component_base import LettaComponent
 
 logger = logging.getLogger(__name__)
+
+# Head writes still running (kept referenced until they finish).
+_WRITING: set[asyncio.Task] = set()
 
 
 @component
@@ -26,8 +30,9 @@ class ChatRecorder(LettaComponent):
     transcript that led to this answer, the head it replaces); gives `head`: the digest of the history the client
     now shows (transcript plus this answer), or None when there is nothing to record (the agent's default thread, a
     throwaway conversation, a replayed answer). A keyless chat's head goes into its conversation's summary, where the
-    next request of the chat finds it (`summary_search`) from any proxy process; a keyed session's into its
-    description. If the write fails, the chat's next request starts a branch instead of continuing: nothing is lost.
+    next request of the chat finds it (`summary_search`) from any proxy process; a keyed session's after its key
+    in its summary (in the background: this process knows the new head at once). If the write fails, another process
+    would start a branch for the chat's next request instead of continuing it: nothing is lost.
 
     ### Usage example
     ```python
@@ -61,19 +66,26 @@ class ChatRecorder(LettaComponent):
             return {"head": None}
         reply = replies[0]
         head = step(record.prev, reply_message(reply.text, [{"id": call.id} for call in reply.tool_calls]))
+        # this process knows the new head at once; Letta's copy (for other processes and restarts) is written in the
+        # background, so the answer does not wait for it
+        if record.kind == "chat":
+            self.heads.moved(record.scope, record.conversation_id, record.old_head, head)
+        else:
+            self.heads.session_moved(record.scope, record.conversation_id, head)
+        task = asyncio.get_running_loop().create_task(self._write(record, head))
+        _WRITING.add(task)
+        task.add_done_callback(_WRITING.discard)
+        self.heads.writing(record.scope, task)
+        return {"head": head}
+
+    async def _write(self, record: ChatRecord, head: str) -> None:
         try:
             if record.kind == "chat":
                 await self.client.conversations.update(record.conversation_id,
                                                        summary=chat_summary(record.scope, record.prev, head))
             else:
-                await self.client.conversations.update(record.conversation_id,
-                                                       description=session_description(record.prev, head))
-        except Exception as exc:  # noqa: BLE001 - the chat's next request branches instead: nothing is lost
+                summary = session_summary(record.scope, record.session_key or "", record.prev, head)
+                await self.client.conversations.update(record.conversation_id, summary=summary)
+        except Exception as exc:  # noqa: BLE001 - another process then branches instead of continuing: nothing lost
             logger.warning("Could not record the head of conversation {conversation_id}: {error}",
                            conversation_id=record.conversation_id, error=describe_exception(exc))
-            return {"head": None}
-        if record.kind == "chat":
-            self.heads.moved(record.scope, record.conversation_id, record.old_head, head)
-        else:
-            self.heads.session_moved(record.scope, record.conversation_id, head)
-        return {"head": head}

@@ -35,6 +35,8 @@ EPHEMERAL_SUMMARY = "letta-hayhooks ephemeral"
 _HISTORY_WINDOW = 30
 # A head not recorded yet (the conversation's first answer is on its way).
 PENDING = "pending"
+# How long a head written by another process may take to reach Letta (its write follows the answer).
+_HEAD_SETTLE_SECONDS = 0.25
 
 
 def chat_summary(scope: str, prev: str, head: str) -> str:
@@ -47,13 +49,27 @@ def chat_scope(conversation_id: str) -> str:
     return hashlib.sha256(f"chat\x00{conversation_id}".encode()).hexdigest()[:32]
 
 
-def session_description(prev: str, head: str) -> str:
-    """Where a keyed session records its head (its summary names the session)."""
-    return f"prev={prev} head={head}"
+# Separates a session's key from its heads in the summary (Letta 0.16 keeps no conversation description).
+_HEADS_MARK = " \u2016 "
+
+
+def session_summary(scope: str, key: str, prev: str | None = None, head: str | None = None,
+                    prefix: str = SUMMARY_PREFIX) -> str:
+    """The summary of a keyed session's conversation: its scope and key, then its heads once recorded."""
+    heads = f"{_HEADS_MARK}prev={prev} head={head}" if head is not None else ""
+    return f"{prefix}{scope} {key}{heads}"
+
+
+def parse_session_summary(summary: str, prefix: str = SUMMARY_PREFIX) -> tuple[str, str, str | None, str | None]:
+    """`(scope, key, prev, head)` from a summary written by `session_summary`."""
+    scope, _, rest = summary[len(prefix):].partition(" ")
+    key, _, heads = rest.partition(_HEADS_MARK)
+    prev, head = parse_heads(heads)
+    return scope, key, prev, head
 
 
 def parse_heads(text: str | None) -> tuple[str | None, str | None]:
-    """`(prev, head)` from a summary or description written by `chat_summary` / `session_description`."""
+    """`(prev, head)` from the `prev=... head=...` fields of a summary."""
     fields = dict(part.split("=", 1) for part in (text or "").split() if "=" in part)
     return fields.get("prev"), fields.get("head")
 
@@ -176,6 +192,8 @@ class SessionResolver(LettaComponent):
         :raises OpenAIError: 5xx when Letta fails.
         """
         try:
+            if plan.conversation_id is not None:
+                return await self._named(agent_id, plan, messages, new_positions)
             if plan.throwaway:
                 return await self._throwaway(agent_id, messages)
             if plan.transcript_chat:
@@ -185,6 +203,24 @@ class SessionResolver(LettaComponent):
             return await self._default_thread(agent_id, plan, messages, new_positions)
         except Exception as exc:
             raise from_letta_exception(exc) from exc
+
+    # ---- a conversation the client named (Responses: `previous_response_id`, `conversation`)
+    async def _named(
+        self, agent_id: str, plan: TurnPlan, messages: list[dict[str, Any]], new_positions: list[int]
+    ) -> dict[str, Any]:
+        conversation_id = plan.conversation_id
+        assert conversation_id is not None
+        # a conversation made for this turn gets the client's earlier items as its context
+        seed = seed_messages(messages, plan.first_new) if plan.seed_history else []
+        letta_messages = self._new_messages(messages, new_positions, plan.otids, conversation_id)
+        replay = None
+        if plan.check_duplicates and letta_messages:
+            # an SDK retry of a new-item-only request: its text tells it apart
+            by_text = plan.idempotency_key is None
+            letta_messages, replay = await self._deduplicate(agent_id, conversation_id, letta_messages,
+                                                             by_text=by_text)
+        return self._out(conversation_id, [*seed, *letta_messages], chat_scope(conversation_id), replay=replay,
+                         seeded=bool(seed), fate="replayed" if replay is not None else plan.fate or "continued")
 
     # ---- the agent's default thread (policy `agent`)
     async def _default_thread(
@@ -208,6 +244,7 @@ class SessionResolver(LettaComponent):
         assert digests is not None
         if plan.retry:
             # the first attempt may have been answered already (in any process): its conversation names this turn
+            await self.heads.settled(plan.scope)
             answered = await self._find_chat(agent_id, plan.scope, "prev", digests.turn)
             if answered is not None:
                 replayed = await self._replay_if_answered(agent_id, answered, plan, messages, new_positions)
@@ -215,8 +252,15 @@ class SessionResolver(LettaComponent):
                     return replayed
         conversation_id = None
         if digests.has_history:
-            conversation_id = self.heads.conversation(plan.scope, digests.history) or await self._find_chat(
-                agent_id, plan.scope, "head", digests.history)
+            conversation_id = self.heads.conversation(plan.scope, digests.history)
+            if conversation_id is None:
+                await self.heads.settled(plan.scope)  # Letta's heads must include this process's own last writes
+                conversation_id = await self._find_chat(agent_id, plan.scope, "head", digests.history)
+            if conversation_id is None:
+                # the process that served the last answer may still be writing its head: look once more before
+                # starting a branch (this wait is paid only on the way to a branch)
+                await asyncio.sleep(_HEAD_SETTLE_SECONDS)
+                conversation_id = await self._find_chat(agent_id, plan.scope, "head", digests.history)
         if conversation_id is not None:
             fate, seed = "continued", []
             letta_messages = self._new_messages(messages, new_positions, plan.otids, conversation_id)
@@ -277,6 +321,10 @@ class SessionResolver(LettaComponent):
         history = digests.history if digests is not None and digests.has_history else None
         seed: list[dict[str, Any]] = []
         fate = "new" if created else "continued"
+        if history is not None and not created and head not in (None, PENDING, history) and not plan.retry:
+            # another process may have moved the session since this one cached its head: ask Letta before branching
+            await self.heads.settled(plan.scope)
+            head = await self._session_head(conversation_id, plan.scope, history)
         if history is not None and (created or (head not in (None, PENDING, history) and not plan.retry)):
             if not created:
                 # the client's history left the session's (a regenerate, an edit): the session moves to a new
@@ -315,7 +363,7 @@ class SessionResolver(LettaComponent):
             created = False
             if found is None:
                 client = self.client
-                made = await client.conversations.create(agent_id=agent_id, summary=f"{SUMMARY_PREFIX}{scope} {key}")
+                made = await client.conversations.create(agent_id=agent_id, summary=session_summary(scope, key))
                 # another proxy process may have created one at the same moment: all converge on the oldest
                 found = await self._find(agent_id, scope) or (made.id, None)
                 created = found[0] == made.id
@@ -329,16 +377,30 @@ class SessionResolver(LettaComponent):
 
     async def _find(self, agent_id: str, scope: str) -> tuple[str, str | None] | None:
         page = await self.client.conversations.list(agent_id=agent_id, summary_search=scope, limit=50)
-        matches = [c for c in page_items(page) if (c.summary or "").startswith(f"{SUMMARY_PREFIX}{scope}")]
+        matches = [c for c in page_items(page) if (c.summary or "").startswith(f"{SUMMARY_PREFIX}{scope} ")]
         if not matches:
             return None
         matches.sort(key=lambda c: (c.created_at or 0, c.id))
-        return matches[0].id, parse_heads(getattr(matches[0], "description", None))[1]
+        return matches[0].id, parse_session_summary(matches[0].summary)[3]
+
+    async def _session_head(self, conversation_id: str, scope: str, history: str) -> str | None:
+        """The session's head as Letta has it now (waiting once for a head that may still be being written)."""
+        head = None
+        for attempt in range(2):
+            if attempt:
+                await asyncio.sleep(_HEAD_SETTLE_SECONDS)
+            conversation = await self.client.conversations.retrieve(conversation_id)
+            head = parse_session_summary(conversation.summary or "")[3]
+            if head == history:
+                break
+        self.heads.session_moved(scope, conversation_id, head)
+        return head
 
     async def _branch_session(self, agent_id: str, scope: str, key: str, old: str) -> str:
         client = self.client
-        made = await client.conversations.create(agent_id=agent_id, summary=f"{SUMMARY_PREFIX}{scope} {key}")
-        await client.conversations.update(old, summary=f"{BRANCH_PREFIX}{scope} {key}", archived=True)
+        made = await client.conversations.create(agent_id=agent_id, summary=session_summary(scope, key))
+        # renamed, the old conversation is no longer the session's (its summary no longer starts with the session's)
+        await client.conversations.update(old, summary=session_summary(scope, key, prefix=BRANCH_PREFIX), archived=True)
         self.heads.session_moved(scope, made.id, None)
         logger.info("Session {scope} of agent {agent_id} branched: {old} -> {conversation_id}", scope=scope,
                     agent_id=agent_id, old=old, conversation_id=made.id)

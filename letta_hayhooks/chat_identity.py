@@ -13,6 +13,7 @@ are not part of the chain: the system prompt reaches the agent through the promp
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -123,6 +124,25 @@ class ChatHeads:
         self._conversations: LRU = LRU()
         self._unsettled: LRU = LRU()
         self._sessions: LRU = LRU()  # keyed session scope -> (conversation id, head or None)
+        self._writes: dict[str, set[asyncio.Task]] = {}  # scope -> head writes to Letta still running
+
+    def writing(self, scope: str, task: asyncio.Task) -> None:
+        """A head write to Letta for the scope is running (Letta's copy is stale until it ends)."""
+        tasks = self._writes.setdefault(scope, set())
+        tasks.add(task)
+
+        def done(finished: asyncio.Task) -> None:
+            tasks.discard(finished)
+            if not tasks:
+                self._writes.pop(scope, None)
+
+        task.add_done_callback(done)
+
+    async def settled(self, scope: str) -> None:
+        """Wait (up to 2 s) for this process's head writes of the scope, so what Letta says next includes them."""
+        tasks = list(self._writes.get(scope, ()))
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
 
     def session(self, scope: str) -> tuple[str, str | None] | None:
         """The keyed session's conversation and head, as this process last saw them."""

@@ -11,7 +11,13 @@ from typing import Any
 from letta_client import AsyncLetta, Letta
 
 from letta_hayhooks.components.prompt_overlay import OVERLAY_TAG, overlay_label
-from letta_hayhooks.components.session_resolver import BRANCH_PREFIX, CHAT_PREFIX, SUMMARY_PREFIX, parse_heads
+from letta_hayhooks.components.session_resolver import (
+    BRANCH_PREFIX,
+    CHAT_PREFIX,
+    SUMMARY_PREFIX,
+    parse_heads,
+    parse_session_summary,
+)
 from letta_hayhooks.letta_access.paging import all_items, page_items
 from letta_hayhooks.tenants import Tenant
 from letta_hayhooks.turn_plan import TRANSCRIPT_SESSION, session_digest
@@ -76,8 +82,7 @@ def _row(agent_id: str, conversation: Any, tenants: Sequence[Tenant]) -> dict[st
                 "tenant": _owner(agent_id, scope, TRANSCRIPT_SESSION, tenants)}
     for prefix, kind in ((SUMMARY_PREFIX, "session"), (BRANCH_PREFIX, "branch")):
         if summary.startswith(prefix):
-            scope, _, key = summary[len(prefix):].partition(" ")
-            prev, head = parse_heads(getattr(conversation, "description", None))
+            scope, key, prev, head = parse_session_summary(summary, prefix)
             return {**row, "kind": kind, "session_key": key, "session_scope": scope, "head": head, "prev": prev,
                     "tenant": _owner(agent_id, scope, key, tenants)}
     return None
