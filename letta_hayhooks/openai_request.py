@@ -616,6 +616,7 @@ def validate_chat_request(
     *,
     max_system_bytes: int | None = None,
     limits: RequestLimits | None = None,
+    require_user: bool = True,
 ) -> ChatRequest:
     """
     Check a request and extract what the pipeline needs.
@@ -624,6 +625,8 @@ def validate_chat_request(
 
     :param limits: The server's limits (`RequestLimits.from_settings(settings)`); the defaults otherwise.
     :param max_system_bytes: Overrides `limits.max_system_bytes`.
+    :param require_user: Refuse a transcript without a user message; a turn continuing a conversation the client
+        named (the Responses API's `previous_response_id`) may carry only tool results.
     :raises OpenAIError: 400 for malformed input, 413 for a system prompt above the limit.
     """
     limits = limits or RequestLimits()
@@ -656,7 +659,7 @@ def validate_chat_request(
     for i, message in enumerate(messages):
         _check_message(message, i, limits, image_hosts)
     _check_tool_results(messages)
-    if not any(m["role"] == "user" for m in messages):
+    if require_user and not any(m["role"] == "user" for m in messages):
         msg = "The conversation has no user message."
         raise invalid_request(msg, param="messages")
 

@@ -23,7 +23,8 @@ MAX_SESSION_KEY_CHARS = 256
 # The scope key of requests without a session key (the agent's own thread); no client key can equal it.
 DEFAULT_SESSION = "\x00default"
 
-SESSION_HEADERS = ("x-session-id", "x-letta-chat-key")
+# Codex CLI sends `session-id` on every Responses request (one per Codex session).
+SESSION_HEADERS = ("x-session-id", "x-letta-chat-key", "session-id")
 OPEN_WEBUI_CHAT_HEADER = "x-openwebui-chat-id"
 IDEMPOTENCY_HEADERS = ("idempotency-key", "x-idempotency-key")
 # The openai SDKs number their automatic retries (0 for the first attempt).
@@ -119,11 +120,14 @@ class TurnPlan:
     first_new: int = 0  # position of the new turn's first message in the transcript
     retry: bool = False  # the client says this request repeats an earlier one (Idempotency-Key, SDK retry)
     fate: str = ""  # what the plan alone knows: new (no history), throwaway; else the resolver decides
+    conversation_id: str | None = None  # the Letta conversation the client named (Responses), instead of identity
+    seed_history: bool = False  # that conversation is new: the transcript before the new turn is its context
 
     @property
     def transcript_chat(self) -> bool:
         """A keyless request whose chat is found from its transcript."""
-        return self.session_key is None and not self.throwaway and self.policy == "transcript"
+        return (self.session_key is None and not self.throwaway and self.policy == "transcript"
+                and self.conversation_id is None)
 
     def __deepcopy__(self, memo: dict) -> TurnPlan:
         return self  # Haystack deep-copies component inputs; a frozen plan can be shared
@@ -147,6 +151,8 @@ def plan_turn(
     policy: str,
     request_id: str,
     tenant: Tenant | None = None,
+    conversation_id: str | None = None,
+    seed_history: bool = False,
 ) -> TurnPlan:
     """
     Decide the turn's session, lane, idempotency slot and otids.
@@ -160,8 +166,14 @@ def plan_turn(
     key is another session, and the default thread's system-prompt block, otids and idempotency slots are the
     tenant's too. The default thread itself stays one Letta conversation, so its lane is shared by all tenants.
 
+    A `conversation_id` (the Responses API's `previous_response_id` or `conversation`, resolved by the caller) names
+    the Letta conversation outright: no session key or chat identity is looked for, and the conversation's turns
+    wait for each other in its own lane.
+
     :raises OpenAIError: 400 for a malformed session key, or one that is an API key (it would be stored in Letta).
     """
+    if conversation_id is not None:
+        return _named_conversation_plan(agent_id, request, headers, policy, tenant, conversation_id, seed_history)
     if policy not in POLICIES:
         msg = f"policy must be one of {POLICIES}, not {policy!r}"
         raise ValueError(msg)
@@ -213,6 +225,43 @@ def plan_turn(
         first_new=first_new,
         retry=retry,
         fate=fate,
+    )
+
+
+def _named_conversation_plan(
+    agent_id: str, request: ChatRequest, headers: Mapping[str, str] | None, policy: str, tenant: Tenant | None,
+    conversation_id: str, seed_history: bool,
+) -> TurnPlan:
+    """The plan of a turn in a conversation the client named: keyed by the conversation itself."""
+    tenant_id = tenant.id if tenant is not None else None
+    idempotency_key = _header(headers, IDEMPOTENCY_HEADERS)
+    retry = idempotency_key is not None or _sdk_retry(headers)
+    positions = request.new_turn.user_positions
+    first_new = min([*positions, *request.new_turn.tool_positions], default=len(request.messages))
+    digests = transcript_digests(request.messages, first_new)
+    scope = session_digest(agent_id, f"\x00conversation\x00{conversation_id}", tenant_id)
+    # only the new items arrive: a new turn unless the client says it retries (then its text tells it apart)
+    seed = idempotency_key or (_sdk_retry_seed(request) if retry else uuid.uuid4().hex)
+    otids = tuple(_uuid(f"{scope}\x00{seed}\x00{p}") for p in positions)
+    return TurnPlan(
+        agent_id=agent_id,
+        session_key=None,
+        session_source="conversation",
+        scope=scope,
+        throwaway=False,
+        lane=f"conversation-{conversation_id}",  # turns of one conversation wait for each other, in any wire
+        idempotency_key=idempotency_key,
+        idempotency_slot=f"{agent_id}\x00{scope}\x00{idempotency_key}" if idempotency_key else None,
+        otids=otids,
+        previous_otid=None,
+        check_duplicates=retry and not seed_history,
+        policy=policy,
+        digests=digests,
+        first_new=first_new,
+        retry=retry,
+        fate="new" if seed_history else "",
+        conversation_id=conversation_id,
+        seed_history=seed_history,
     )
 
 

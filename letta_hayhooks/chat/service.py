@@ -1,9 +1,11 @@
 """
 The request path of one agent: from an OpenAI chat-completion request to its pipeline and back (orchestration).
 
-`AgentChat.answer` validates the request, plans the turn once (`plan_turn`), applies idempotency and load control
-around the pipeline run, enforces the turn timeout, and gives the exact OpenAI response: a `chat.completion` dict, or
-a stream of `WireChunk`s ending with `[DONE]`. The wire shapes come from `letta_hayhooks.openai_wire`.
+`AgentChat.start_turn` validates the request, plans the turn once (`plan_turn`), applies idempotency and load control
+around the pipeline run and enforces the turn timeout; it gives a `Turn`: the final Haystack reply, or a live stream of
+`StreamingChunk`s. The wires encode it: `AgentChat.answer` as the exact Chat Completions response (a `chat.completion`
+dict, or a stream of `WireChunk`s ending with `[DONE]`, shapes from `letta_hayhooks.openai_wire`), the Responses
+route as Responses objects and events (`letta_hayhooks.openai_responses`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException
@@ -129,17 +132,60 @@ class AgentChat:
         """
         Answer one chat-completion request: a `chat.completion` dict, or an async generator of stream items.
 
+        An encoder over `start_turn`: the turn itself (validation, plan, idempotency, load control, timeout) is the
+        same for every wire.
+
         :raises OpenAIError: for every refusal or failure before a stream starts.
         """
-        settings = self.settings
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        turn = await self.start_turn(model, messages, body, headers, tenant=tenant, request_id=completion_id)
+        if turn.repeated:
+            return self._from_reply(turn.reply, turn.request, model, completion_id)
+        if turn.chunks is not None:
+            return self._sse(turn, model, completion_id)
+        assert turn.completion is not None
+        return turn.completion
+
+    async def start_turn(
+        self,
+        model: str,
+        messages: Any,
+        body: dict[str, Any],
+        headers: Mapping[str, str] | None,
+        *,
+        tenant: Tenant | None = None,
+        request_id: str | None = None,
+        conversation_id: str | None = None,
+        seed_history: bool = False,
+        require_user: bool = True,
+    ) -> Turn:
+        """
+        Validate, plan and run one turn, whatever wire it came on; the wire's encoder turns the `Turn` into bytes.
+
+        `messages` and `body` are in the Chat Completions shape (other wires convert theirs first). A non-stream turn
+        comes back finished (`reply`); a stream comes back once its first chunk is there (`chunks`), so errors found
+        before anything is streamed keep their HTTP status. The chunk iterator enforces the turn timeout, cancels the
+        Letta run when its reader is cancelled or closes it early, frees its slots when it is dropped unread, and
+        ends with `server_shutting_down` when the drain stops it; it raises `OpenAIError` for a failure mid-stream.
+
+        :param conversation_id: The Letta conversation the client named (a Responses `previous_response_id` or
+            `conversation`): used instead of the chat identity rules.
+        :param seed_history: With `conversation_id`, a conversation made just now: the transcript before the new
+            turn is sent as its context.
+        :param require_user: Refuse a transcript without a user message (a continuation may carry tool results only).
+        :raises OpenAIError: for every refusal or failure before the turn's answer (or first chunk) is there.
+        """
+        settings = self.settings
+        request_id = request_id or f"chatcmpl-{uuid.uuid4().hex}"
         limits = RequestLimits.from_settings(settings)
 
         def prepare() -> tuple[ChatRequest, TurnPlan, str]:
-            request = validate_chat_request(model, messages, body, limits=limits)
+            request = validate_chat_request(model, messages, body, limits=limits, require_user=require_user)
             plan = plan_turn(self.agent_id, request, headers, policy=settings.session_policy.value,
-                             request_id=completion_id, tenant=tenant)
-            return request, plan, request_fingerprint(body)
+                             request_id=request_id, tenant=tenant, conversation_id=conversation_id,
+                             seed_history=seed_history)
+            named = {**body, "\x00conversation": conversation_id} if conversation_id is not None else body
+            return request, plan, request_fingerprint(named)
 
         if isinstance(messages, list) and (len(messages) > _INLINE_MESSAGES or _text_size(messages) > _INLINE_TEXT):
             # a long transcript takes milliseconds to check and digest: off the event loop, so no request waits
@@ -147,8 +193,8 @@ class AgentChat:
         else:
             request, plan, fingerprint = prepare()
         await check_image_urls(request)
-        trace = DebugTrace.start(settings, completion_id)
-        data = self._pipeline_inputs(request, plan, model, completion_id, trace)
+        trace = DebugTrace.start(settings, request_id)
+        data = self._pipeline_inputs(request, plan, model, request_id, trace)
 
         # An Idempotency-Key names the request. Without one, the turn itself does: a duplicate arriving while the first
         # is running, or an SDK retry after it, gets the first outcome; the same request after its answer was delivered
@@ -159,11 +205,11 @@ class AgentChat:
             if not owner:
                 reply = await asyncio.shield(future)
                 log.info("Repeated request: answering with the first request's outcome")
-                return self._from_reply(reply, request, model, completion_id)
+                return Turn(request_id, request, plan, trace, reply=reply, repeated=True)
 
         try:
             if request.stream:
-                return await self._start_stream(request, model, completion_id, data, plan, trace, slot)
+                return await self._start_stream(request, plan, request_id, data, trace, slot)
             reply, completion = await self._run(data, plan.lane)
         except OpenAIError as error:
             if slot is not None:
@@ -179,7 +225,7 @@ class AgentChat:
         if slot is not None:
             self.shared.idempotency.resolve(slot, reply)
         trace.completion(completion)
-        return completion
+        return Turn(request_id, request, plan, trace, reply=reply, completion=completion)
 
     @staticmethod
     def _pipeline_inputs(
@@ -244,18 +290,7 @@ class AgentChat:
         self, reply: ChatMessage, request: ChatRequest, model: str, completion_id: str
     ) -> AsyncGenerator:
         encoder = OpenAIChunkEncoder(completion_id, model, think_tags=self.settings.think_tags)
-        chunks: list[StreamingChunk] = []
-        if reply.reasoning:
-            chunks.append(StreamingChunk(content="", index=0,
-                                         reasoning=ReasoningContent(reasoning_text=reply.reasoning.reasoning_text)))
-        if reply.text:
-            chunks.append(StreamingChunk(content=reply.text, index=0))
-        for i, call in enumerate(reply.tool_calls):
-            arguments = (call.extra or {}).get("arguments", "")
-            chunks.append(StreamingChunk(content="", index=i, tool_calls=[
-                ToolCallDelta(index=i, id=call.id, tool_name=call.tool_name, arguments=arguments)]))
-        chunks.append(StreamingChunk(content="", finish_reason=(reply.meta or {}).get("finish_reason", "stop")))
-        for chunk in chunks:
+        for chunk in reply_chunks(reply):
             for payload in encoder.encode(chunk):
                 yield WireChunk.of(payload)
         if request.include_usage:
@@ -265,19 +300,17 @@ class AgentChat:
     async def _start_stream(
         self,
         request: ChatRequest,
-        model: str,
-        completion_id: str,
-        data: dict[str, Any],
         plan: TurnPlan,
+        request_id: str,
+        data: dict[str, Any],
         trace: DebugTrace,
         slot: str | None,
-    ) -> AsyncGenerator:
+    ) -> Turn:
         """
         Start the turn and wait for its first chunk before answering.
 
         Errors found before anything is streamed (bad tool ids, Letta down) still get a proper HTTP status.
         """
-        idem_key = slot
         ticket = await self.shared.load.acquire(self.agent_id, plan.lane)
         if self.shared.drain.draining:  # it waited for its slot while the server began to stop
             ticket.release()
@@ -295,39 +328,75 @@ class AgentChat:
             if isinstance(exc, Exception):
                 raise _unwrap(exc) from None
             raise
-        stream = self._sse(request, model, completion_id, handle, iterator, first, deadline, ticket, idem_key, trace)
+        run = _LiveRun(ticket, handle, self.shared.idempotency, slot)
+        chunks = self._live_chunks(run, iterator, first, deadline, trace)
         # a stream that is never iterated (client gone before the first byte) must still free its slots and run
-        weakref.finalize(stream, _abandon, ticket, handle, self.shared.idempotency, idem_key)
-        return stream
+        weakref.finalize(chunks, run.abandon)
+        return Turn(request_id, request, plan, trace, chunks=chunks)
 
-    async def _sse(  # noqa: PLR0912, PLR0915 - one loop that must end the stream correctly on every path
+    async def _live_chunks(
         self,
-        request: ChatRequest,
-        model: str,
-        completion_id: str,
-        handle: Any,
+        run: _LiveRun,
         iterator: AsyncIterator[StreamingChunk],
         first: StreamingChunk | None,
         deadline: float,
-        ticket: Ticket,
-        idem_key: str | None,
         trace: DebugTrace,
-    ) -> AsyncGenerator:
-        encoder = OpenAIChunkEncoder(completion_id, model, think_tags=self.settings.think_tags)
-        mode = request.tool_activity or self.settings.tool_activity.value
+    ) -> AsyncGenerator[StreamingChunk, None]:
+        """
+        The turn's chunks up to the end of its pipeline (the recorder runs after the last one).
+
+        :raises OpenAIError: the turn's failure: timeout, Letta's error, `server_shutting_down` from the drain.
+        """
         server_tools = False
-        done = False
         failed: OpenAIError | None = None
         open_stream = self.shared.drain.track()  # a server shutdown may end it early, with an error event
+        try:
+            chunk = first
+            while chunk is not None:
+                if (chunk.meta or {}).get("tool_activity") is not None:
+                    server_tools = True
+                yield chunk
+                chunk = await open_stream.watch(_next(iterator, deadline))
+            reply = run.handle.result["generator"]["replies"][0]
+            if run.slot is not None:
+                self.shared.idempotency.resolve(run.slot, reply)
+        except TimeoutError:
+            failed = upstream_timeout()
+        except (asyncio.CancelledError, GeneratorExit):
+            # the reader is gone (client disconnected, or it closed the stream early): the Letta run goes too
+            failed = OpenAIError(499, "The client closed the connection.", type="server_error", code="cancelled")
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure reaches the encoder as an OpenAIError
+            failed = _unwrap(exc)
+        finally:
+            if failed is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(run.handle.aclose())
+                if run.slot is not None:
+                    self.shared.idempotency.fail(run.slot, failed)
+                trace.error(failed)
+            run.settle()
+            open_stream.close()
+            if server_tools:
+                self.compiled_prompts.invalidate(self.agent_id)
+        if failed is not None:
+            raise failed
+
+    async def _sse(self, turn: Turn, model: str, completion_id: str) -> AsyncGenerator:  # noqa: PLR0912 - one loop that must end the stream correctly on every path
+        """The Chat Completions stream of a live turn: exact chunks, usage, `[DONE]`, errors as error events."""
+        assert turn.chunks is not None
+        request, trace = turn.request, turn.trace
+        encoder = OpenAIChunkEncoder(completion_id, model, think_tags=self.settings.think_tags)
+        mode = request.tool_activity or self.settings.tool_activity.value
+        done = False
+        failed: OpenAIError | None = None
         try:
             for payload in encoder.role():
                 trace.openai_chunk(payload)
                 yield WireChunk.of(payload)
-            chunk = first
-            while chunk is not None:
+            async for chunk in turn.chunks:
                 activity = (chunk.meta or {}).get("tool_activity")
                 if activity is not None:
-                    server_tools = True
                     for item in self._show_activity(activity, mode, encoder):
                         yield item
                 for payload in encoder.encode(chunk):
@@ -341,28 +410,10 @@ class AgentChat:
                         yield WireChunk.of(payload)
                     yield WireChunk.of(DONE)
                     done = True
-                chunk = await open_stream.watch(_next(iterator, deadline))
-            reply = handle.result["generator"]["replies"][0]
-            if idem_key is not None:
-                self.shared.idempotency.resolve(idem_key, reply)
-        except TimeoutError:
-            failed = upstream_timeout()
-        except asyncio.CancelledError:
-            failed = OpenAIError(499, "The client closed the connection.", type="server_error", code="cancelled")
-            raise
-        except Exception as exc:  # noqa: BLE001 - every failure becomes an SSE error event
-            failed = _unwrap(exc)
+        except OpenAIError as error:
+            failed = error
         finally:
-            if failed is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(handle.aclose())
-                if idem_key is not None:
-                    self.shared.idempotency.fail(idem_key, failed)
-                trace.error(failed)
-            ticket.release()
-            open_stream.close()
-            if server_tools:
-                self.compiled_prompts.invalidate(self.agent_id)
+            await _close_quietly(turn.chunks)  # a reader that stops early ends the turn's run now
         if failed is not None:
             log.warning("Stream {} failed: {}", completion_id, failed.message)
             if done:
@@ -372,6 +423,94 @@ class AgentChat:
             yield WireChunk.of(encoder.usage(None))
         if not done:
             yield WireChunk.of(DONE)
+
+
+@dataclass
+class Turn:
+    """
+    One started turn: the validated request, its plan, and its outcome in one of three forms.
+
+    - `reply` with `repeated`: the outcome of an earlier identical request (idempotency), nothing ran;
+    - `reply` (and the adapter's `completion`): a finished non-stream turn;
+    - `chunks`: a live stream of the generator's `StreamingChunk`s (see `AgentChat.start_turn`).
+
+    The reply's meta holds `finish_reason`, `usage`, `run_id` and `conversation_id`; a live stream announces the
+    Letta run id in a meta-only chunk before any content.
+    """
+
+    request_id: str
+    request: ChatRequest
+    plan: TurnPlan
+    trace: DebugTrace
+    reply: ChatMessage | None = None
+    completion: dict[str, Any] | None = None
+    chunks: AsyncGenerator[StreamingChunk, None] | None = None
+    repeated: bool = False
+
+    def stream(self) -> AsyncIterator[StreamingChunk]:
+        """The turn's chunks: live, or rebuilt from the reply of a repeated (or non-stream) turn."""
+        if self.chunks is not None:
+            return self.chunks
+        assert self.reply is not None
+        return _iterate(reply_chunks(self.reply))
+
+
+class _LiveRun:
+    """What a live stream holds until it ends: its load slots, the pipeline run, its idempotency slot."""
+
+    def __init__(self, ticket: Ticket, handle: Any, idempotency: IdempotencyStore, slot: str | None) -> None:
+        self.ticket = ticket
+        self.handle = handle
+        self.idempotency = idempotency
+        self.slot = slot
+        self.settled = False
+
+    def settle(self) -> None:
+        """The stream ended and cleaned up after itself."""
+        self.settled = True
+        self.ticket.release()
+
+    def abandon(self) -> None:
+        """The stream was dropped without ending (never read): free its slots and close its run (a finalizer)."""
+        if self.settled:
+            return
+        self.settled = True
+        self.ticket.release()
+        if self.slot is not None:
+            self.idempotency.fail(self.slot, OpenAIError(499, "The client closed the connection.",
+                                                         type="server_error"))
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().create_task(self.handle.aclose())
+
+
+def reply_chunks(reply: ChatMessage) -> list[StreamingChunk]:
+    """A finished reply as the chunks a live turn would have streamed (reasoning, text, tool calls, the end)."""
+    meta = reply.meta or {}
+    chunks: list[StreamingChunk] = []
+    if meta.get("run_id"):
+        chunks.append(StreamingChunk(content="", meta={"run_id": meta["run_id"]}))
+    if reply.reasoning:
+        chunks.append(StreamingChunk(content="", index=0,
+                                     reasoning=ReasoningContent(reasoning_text=reply.reasoning.reasoning_text)))
+    if reply.text:
+        chunks.append(StreamingChunk(content=reply.text, index=0))
+    for i, call in enumerate(reply.tool_calls):
+        arguments = (call.extra or {}).get("arguments", "")
+        chunks.append(StreamingChunk(content="", index=i, tool_calls=[
+            ToolCallDelta(index=i, id=call.id, tool_name=call.tool_name, arguments=arguments)]))
+    chunks.append(StreamingChunk(content="", finish_reason=meta.get("finish_reason", "stop"),
+                                 meta={"usage": meta.get("usage"), "run_id": meta.get("run_id")}))
+    return chunks
+
+
+async def _iterate(chunks: list[StreamingChunk]) -> AsyncGenerator[StreamingChunk, None]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def _close_quietly(chunks: AsyncGenerator[StreamingChunk, None]) -> None:
+    with contextlib.suppress(Exception):
+        await chunks.aclose()
 
 
 def _activity_line(activity: dict[str, Any]) -> str:
@@ -390,14 +529,6 @@ async def _next(iterator: AsyncIterator[StreamingChunk], deadline: float) -> Str
         return await asyncio.wait_for(iterator.__anext__(), timeout=remaining)
     except StopAsyncIteration:
         return None
-
-
-def _abandon(ticket: Ticket, handle: Any, idempotency: IdempotencyStore, idem_key: str | None) -> None:
-    ticket.release()
-    if idem_key is not None:
-        idempotency.fail(idem_key, OpenAIError(499, "The client closed the connection.", type="server_error"))
-    with contextlib.suppress(RuntimeError):
-        asyncio.get_running_loop().create_task(handle.aclose())
 
 
 def _status_event(activity: dict[str, Any]) -> Any:
