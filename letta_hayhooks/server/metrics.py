@@ -106,7 +106,7 @@ class RequestMetrics:
                 span.end()
             if self.count:
                 status_class = _STATUS_CLASSES.get(status // 100, "other")
-                telemetry.HTTP_REQUESTS.labels(route_of(path), labels.model, status_class).inc()
+                telemetry._child(telemetry.HTTP_REQUESTS, route_of(path), labels.model, status_class).inc()
 
 
 def _is_event_stream(message: MutableMapping[str, Any]) -> bool:
