@@ -67,10 +67,15 @@ LEGEND = (
     "answers `You said: ...` at once): `floor-steps` / `floor-tokens` = letta-client straight to Letta, "
     "`stream_tokens` off / on (the call the proxy makes for a non-stream / stream request); `serve-*` = "
     "`letta-hayhooks serve`; `run-*` = plain `hayhooks run`; `*-nonstream` / `*-stream` = `stream: false` / "
-    "`true`, one user message, no session key (the agent's default thread); `serve-stream-session` = a chat "
-    "client's request (an `X-Session-Id`, so its own Letta conversation, and the whole transcript, two messages "
-    "longer every turn) against `floor-tokens-conv` = letta-client into a conversation of its own.\n"
+    "`true`, one user message, no session key, under the `agent` session policy (the agent's default thread, as the "
+    "floors); the chat-client patterns, each against `floor-tokens-conv` = letta-client into a conversation of its "
+    "own, all streaming: `serve-stream-session` = an `X-Session-Id` and the whole transcript (two messages longer "
+    "every turn), `serve-stream-transcript` = the whole transcript without a key (the default `transcript` policy "
+    "finds the chat from it), `serve-stream-newonly` = an `X-Session-Id` and only the new message, "
+    "`serve-stream-regenerate` = the same two-message history and a new last message every turn, so every turn after "
+    "the first is a regenerate answered in a branch (a new conversation seeded with the history).\n"
 )
+CHAT_PATTERNS = ["serve-stream-transcript", "serve-stream-newonly", "serve-stream-regenerate"]
 TARGET_MEDIAN = 0.003
 TARGET_P99 = 0.010
 TARGET_TTFT = 0.003
@@ -88,6 +93,30 @@ class BenchPath:
     proxy_cpu: list[float] = field(default_factory=list)
     letta_requests: list[int] = field(default_factory=list)  # Letta requests seen by the relay during each turn
     letta_cpu: list[float] = field(default_factory=list)
+
+
+def chat_patterns(http: httpx.Client, chat: Proxy, agents: dict, rid: str) -> dict[str, BenchPath]:
+    """The chat-identity client patterns, through a server with the default session policy."""
+    transcript: list[dict] = []
+    fixed: list[dict] = []
+    newonly = {"X-Session-Id": f"bench-new-{rid}"}
+
+    def regenerate(text: str) -> Timing:
+        if not fixed:  # the history every later turn regenerates from
+            proxy_chat(http, chat.url, agents["serve-stream-regenerate"].name, f"start {rid}", stream=True,
+                       history=fixed)
+        return proxy_chat(http, chat.url, agents["serve-stream-regenerate"].name, text, stream=True,
+                          history=list(fixed))
+
+    calls = {
+        "serve-stream-transcript": lambda text: proxy_chat(http, chat.url, agents["serve-stream-transcript"].name,
+                                                           text, stream=True, history=transcript),
+        "serve-stream-newonly": lambda text: proxy_chat(http, chat.url, agents["serve-stream-newonly"].name, text,
+                                                        stream=True, headers=newonly),
+        "serve-stream-regenerate": regenerate,
+    }
+    return {name: BenchPath(name, "floor-tokens-conv", True, call, chat.pid) for name, call in calls.items()
+            if name in agents}
 
 
 def _bootstrap_ci(values: list[float], iterations: int = 2000, seed: int = 7) -> tuple[float, float]:
@@ -124,11 +153,14 @@ def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
             if opts.alt_env:
                 names += ["alt-nonstream", "alt-stream"]
             if opts.session:
-                names += ["floor-tokens-conv", "serve-stream-session"]
+                names += ["floor-tokens-conv", "serve-stream-session", *CHAT_PATTERNS]
             if opts.only:
                 names = [name for name in names if name in opts.only]
             agents = {name: create_agent(direct, f"bench-oh-{rid}-{name}") for name in names}
-            proxies["serve"] = start_proxy("serve", relay.url, wd)
+            # the one-message paths compare with the floors' default thread; the chat patterns use the defaults
+            proxies["serve"] = start_proxy("serve", relay.url, wd, {"LETTA_HAYHOOKS_SESSION_POLICY": "agent"})
+            if any(name in CHAT_PATTERNS for name in names):
+                proxies["chat"] = start_proxy("serve", relay.url, wd)
             if any(name.startswith("run-") for name in names):
                 proxies["run"] = start_proxy("hayhooks-run", relay.url, wd)
             if any(name.startswith("alt-") for name in names):
@@ -169,6 +201,8 @@ def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
                     lambda text: proxy_chat(http, serve.url, agents["serve-stream-session"].name, text, stream=True,
                                             headers=session, history=history),
                     serve.pid)
+            if "chat" in proxies:
+                paths.update(chat_patterns(http, proxies["chat"], agents, rid))
             paths = {name: path for name, path in paths.items() if name in names}
             for path in paths.values():
                 if path.floor not in paths:

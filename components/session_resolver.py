@@ -36,7 +36,7 @@ _HISTORY_WINDOW = 30
 # A head not recorded yet (the conversation's first answer is on its way).
 PENDING = "pending"
 # How long a head written by another process may take to reach Letta (its write follows the answer).
-_HEAD_SETTLE_SECONDS = 0.25
+_HEAD_SETTLE_SECONDS = 0.05
 
 
 def chat_summary(scope: str, prev: str, head: str) -> str:
