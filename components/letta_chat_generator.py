@@ -45,7 +45,8 @@ class LettaChatGenerator(LettaComponent):
     turn (user messages with their `otid`s, or an approval carrying tool results), optional `client_tools` and
     `override_system`; gives `replies`: one assistant `ChatMessage` whose `meta` holds `finish_reason`,
     `stop_reason`, `usage` and `run_id`. Each Letta event becomes `StreamingChunk`s passed to the per-request
-    `streaming_callback`: content, `reasoning`, client tool-call deltas, and a last chunk with the finish reason.
+    `streaming_callback`: first a meta-only chunk with the Letta `run_id` (as soon as Letta names it), then content,
+    `reasoning`, client tool-call deltas, and a last chunk with the finish reason.
     A failed turn raises an `OpenAIError`; it is never disguised as assistant text.
 
     ### Usage example
@@ -124,10 +125,18 @@ class LettaChatGenerator(LettaComponent):
             )
 
         translator = new_translator()
+        announced = False
 
         async def emit(chunks: list[StreamingChunk]) -> None:
+            nonlocal announced
             if callback is None:
                 return
+            if not announced and translator.outcome.run_id is not None:
+                # the run id comes with Letta's first event (a ping): wires that name the answer after the run (the
+                # Responses API's response id) learn it before any content
+                announced = True
+                chunks = [StreamingChunk(content="", component_info=ComponentInfo.from_component(self),
+                                         meta={"run_id": translator.outcome.run_id}), *chunks]
             for chunk in chunks:
                 result = callback(chunk)
                 if inspect.isawaitable(result):

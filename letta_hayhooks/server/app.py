@@ -3,8 +3,9 @@ The letta-hayhooks server: Hayhooks' app and OpenAI routes, plus what a producti
 
 Built with `hayhooks.create_app()` over the same `pipelines/` folder as `hayhooks run`, it adds:
 OpenAI error bodies for every failure, optional API keys, the deploy routes removed, `/health` that probes Letta,
-`/healthz` for liveness, `/v1/models` with the agents' creation times plus `/v1/models/{model}`, clear 404s for the
-file-upload and Responses routes (which Hayhooks fakes or leaves unimplemented), a body-size limit, model resolution
+`/healthz` for liveness, `/v1/models` with the agents' creation times plus `/v1/models/{model}`, the Responses API
+(`/v1/responses`, `/v1/conversations`) on the agents' pipelines, a clear 404 for the file-upload route (which Hayhooks
+fakes), a body-size limit, model resolution
 for raw agent ids and newly created agents, and an optional `/v1/letta/sessions` view.
 Hayhooks internals are not patched: everything is middleware and routes.
 
@@ -47,6 +48,7 @@ from letta_hayhooks.openai_wire import WireChunk
 from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models, use_settings
 from letta_hayhooks.server.maintenance import list_sessions
 from letta_hayhooks.server.observability import install_observability
+from letta_hayhooks.server.responses import install_responses_routes
 from letta_hayhooks.settings import Settings, get_settings
 from letta_hayhooks.tenants import KeyPolicy, Tenant, allows
 
@@ -357,18 +359,18 @@ async def probe_letta(settings: Settings) -> dict[str, Any]:
         return {"reachable": False, "latency_ms": None, "error": type(exc).__name__}
 
 
-# Hayhooks' OpenAI routes that Letta agents cannot serve: its file upload answers 200 without storing the file, and
-# its Responses route answers 501, which the openai SDK retries. Both get a plain 404 with the reason instead.
+# Hayhooks' OpenAI routes that Letta agents cannot serve: its file upload answers 200 without storing the file. It
+# gets a plain 404 with the reason instead.
 _UNSUPPORTED = {
     "/v1/files": "File uploads are not supported: send images inline as `image_url` content parts.",
-    "/v1/responses": "The Responses API is not supported: use /v1/chat/completions.",
 }
 
 
 def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModels]) -> None:
     """
     `GET /v1/models` with the agents' real creation times, `GET /v1/models/{model}` (the openai SDK's
-    `models.retrieve`), which Hayhooks lacks, and clear refusals for the routes in `_UNSUPPORTED`.
+    `models.retrieve`), which Hayhooks lacks, the Responses and Conversations routes (`server/responses.py`), and
+    clear refusals for the routes in `_UNSUPPORTED`.
 
     They go first in the route table, ahead of Hayhooks' own routes for the same paths.
     """
@@ -383,6 +385,8 @@ def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModel
     for path, message in _UNSUPPORTED.items():
         for alias in (path, path.removeprefix("/v1")):
             router.add_api_route(alias, refuse(message), methods=["POST"], include_in_schema=False)
+    # the Responses API (and the Conversations API it stores into) on the agents' own pipelines
+    install_responses_routes(router, current_models, lambda: app.state.letta_settings.max_body_bytes)
 
     @router.get("/v1/models", summary="List models (one per served Letta agent)")
     @router.get("/models", include_in_schema=False)

@@ -90,16 +90,12 @@ def test_sampling_parameters_are_accepted_and_left_to_the_agent(server: Server, 
     assert reply.choices[0].message.content == "You said: with knobs" and reply.choices[0].finish_reason == "stop"
 
 
-def test_file_upload_and_responses_api_are_refused_clearly(server: Server, agent) -> None:
-    """Proves a file upload is not answered with a made-up file id and the Responses API fails fast (no 5xx retries)."""
+def test_file_upload_is_refused_clearly(server: Server, agent) -> None:
+    """Proves a file upload is not answered with a made-up file id (the Responses API is served: test_responses.py)."""
     sdk = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=60)
     with pytest.raises(openai.NotFoundError) as upload:
         sdk.files.create(file=("notes.txt", b"remember this"), purpose="assistants")
     assert upload.value.body["code"] == "unsupported_endpoint" and "image_url" in upload.value.body["message"]
-    with pytest.raises(openai.NotFoundError) as responses:
-        sdk.responses.create(model=agent.name, input="hello")
-    assert responses.value.body["code"] == "unsupported_endpoint"
-    assert "/v1/chat/completions" in responses.value.body["message"]
 
 
 def test_error_classes_match_the_openai_sdk(letta_backend: Backend, server: Server, server_factory, agent) -> None:

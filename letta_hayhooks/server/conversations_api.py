@@ -1,0 +1,291 @@
+"""
+The OpenAI Conversations API, kept in Letta: enough for the Agents SDK's `OpenAIConversationsSession` and for
+`responses.create(conversation=...)`.
+
+An OpenAI conversation is created without a model, a Letta conversation belongs to an agent. So a conversation
+(`conv_<hex>`) is a record in Letta, a block not attached to any agent (`openai_conversation`), holding its items
+and, once a response names it with a model, the Letta conversation of that agent it is bound to (made then, with the
+items stored so far as its context). Every response in the conversation adds its input and output items to the
+record, so `items.list` returns the conversation in OpenAI's shape whichever process served it. A Letta
+conversation id (`conv-<uuid>`, what a response's `conversation` field shows for chats found by their transcript)
+is accepted as `conversation` too: it continues that conversation, if it belongs to the model's agent.
+
+Limits: the record is one block rewritten per change (items of a long conversation with images make it large);
+two processes changing one conversation at the same moment may lose one change (within a process, changes wait for
+each other).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from letta_hayhooks.errors import OpenAIError, from_letta_exception, invalid_request
+from letta_hayhooks.lru import LRU
+from letta_hayhooks.openai_responses import block_id_of, conversation_id_for, not_found
+from letta_hayhooks.server.agent_models import AgentModels
+from letta_hayhooks.tenants import Tenant
+
+LABEL = "openai_conversation"
+MARK = "letta-hayhooks conversation"
+# The Conversations API takes at most this many items per request (OpenAI's limit).
+_MAX_ITEMS_PER_REQUEST = 20
+_ITEM_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
+def _tenant_id(tenant: Tenant | None) -> str | None:
+    return tenant.id if tenant is not None else None
+
+
+def normal_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as the Conversations API shows it: with an id, messages with typed content parts and a status."""
+    kind = item.get("type") or "message"  # an EasyInputMessage has only a role and content
+    out = {**item, "type": kind}
+    out.setdefault("id", f"{_ITEM_PREFIXES.get(kind, 'item')}_{uuid.uuid4().hex}")
+    if kind == "message":
+        role = out.get("role", "user")
+        text_type = "output_text" if role == "assistant" else "input_text"
+        content = out.get("content")
+        if isinstance(content, str):
+            out["content"] = [{"type": text_type, "text": content}]
+        out.setdefault("status", "completed")
+    return out
+
+
+class ConversationStore:
+    """Conversation records in Letta blocks (see the module docstring)."""
+
+    def __init__(self, models: Callable[[], AgentModels]) -> None:
+        self.models = models
+        self._locks: LRU = LRU()
+
+    @property
+    def client(self) -> Any:
+        return self.models().catalog.async_client
+
+    def _lock(self, conversation_id: str) -> asyncio.Lock:
+        lock = self._locks.get(conversation_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks.remember(conversation_id, lock)
+        return lock
+
+    # ---- records
+    async def create(self, items: list[dict[str, Any]], metadata: dict[str, Any], tenant: Tenant | None
+                     ) -> dict[str, Any]:
+        record = {"items": [normal_item(i) for i in items], "agents": {}}
+        value = json.dumps(record)
+        block = await self.client.blocks.create(
+            label=LABEL, value=value, limit=max(len(value), 1) * 2 + 10_000, description=MARK,
+            metadata={"letta_hayhooks": "openai_conversation", "tenant": _tenant_id(tenant), "metadata": metadata})
+        return self._object(block)
+
+    async def load(self, conversation_id: str, tenant: Tenant | None) -> tuple[Any, dict[str, Any]]:
+        """
+        The record's block and its content.
+
+        :raises OpenAIError: 404 for an id this server did not issue, or another key's conversation.
+        """
+        block_id = block_id_of(conversation_id)
+        if block_id is None:
+            msg = "conversation"
+            raise not_found(msg, conversation_id, "conversation_id")
+        try:
+            block = await self.client.blocks.retrieve(block_id)
+        except Exception as exc:  # noqa: BLE001 - a missing block is a 404, Letta down a 503
+            if getattr(exc, "status_code", None) in (400, 404, 422):  # Letta refuses ids that are not uuid4s
+                msg_0 = "conversation"
+                raise not_found(msg_0, conversation_id, "conversation_id") from None
+            raise from_letta_exception(exc) from None
+        meta = block.metadata or {}
+        if block.label != LABEL or meta.get("letta_hayhooks") != "openai_conversation" or \
+                meta.get("tenant") != _tenant_id(tenant):
+            msg = "conversation"
+            raise not_found(msg, conversation_id, "conversation_id")
+        return block, json.loads(block.value or "{}")
+
+    async def _save(self, block: Any, record: dict[str, Any], metadata: dict[str, Any] | None = None) -> Any:
+        value = json.dumps(record)
+        changes: dict[str, Any] = {"value": value, "limit": len(value) * 2 + 10_000}
+        if metadata is not None:
+            changes["metadata"] = {**(block.metadata or {}), "metadata": metadata}
+        return await self.client.blocks.update(block.id, **changes)
+
+    def _object(self, block: Any) -> dict[str, Any]:
+        created = block.created_at.timestamp() if getattr(block, "created_at", None) else time.time()
+        return {"id": conversation_id_for(block.id), "object": "conversation", "created_at": int(created),
+                "metadata": (block.metadata or {}).get("metadata") or {}}
+
+    # ---- what responses need
+    async def bind(self, conversation_id: str, agent_id: str, tenant: Tenant | None
+                   ) -> tuple[str, bool, list[dict[str, Any]] | None]:
+        """
+        The agent's Letta conversation for an OpenAI conversation: `(id, made just now, the items to seed it with)`.
+
+        :raises OpenAIError: 404 for an unknown conversation, 400 for a Letta conversation of another agent.
+        """
+        if conversation_id.startswith("conv-"):
+            try:
+                found = await self.client.conversations.retrieve(conversation_id)
+            except Exception as exc:  # noqa: BLE001 - a missing conversation is a 404
+                if getattr(exc, "status_code", None) in (400, 404, 422):
+                    msg = "conversation"
+                    raise not_found(msg, conversation_id, "conversation") from None
+                raise from_letta_exception(exc) from None
+            if found.agent_id != agent_id:
+                msg = f"Conversation '{conversation_id}' belongs to another model."
+                raise invalid_request(msg, param="conversation")
+            return conversation_id, False, None
+        async with self._lock(conversation_id):
+            block, record = await self.load(conversation_id, tenant)
+            bound = (record.get("agents") or {}).get(agent_id)
+            if bound is not None:
+                return bound, False, None
+            made = await self.client.conversations.create(agent_id=agent_id, summary=f"{MARK} {conversation_id}")
+            record.setdefault("agents", {})[agent_id] = made.id
+            await self._save(block, record)
+        return made.id, True, list(record.get("items") or [])
+
+    async def append(self, conversation_id: str, items: list[dict[str, Any]], tenant: Tenant | None
+                     ) -> list[dict[str, Any]]:
+        """Add items to a conversation's record; returns them with their ids."""
+        added = [normal_item(i) for i in items]
+        async with self._lock(conversation_id):
+            block, record = await self.load(conversation_id, tenant)
+            record.setdefault("items", []).extend(added)
+            await self._save(block, record)
+        return added
+
+    # ---- routes
+    def install(self, router: APIRouter) -> None:  # noqa: PLR0915 - one small handler per route
+        """`/v1/conversations` and its items routes."""
+        tenant_of = _tenant_reader()
+
+        async def guarded(call: Any) -> JSONResponse:
+            try:
+                status, body = await call()
+            except OpenAIError as error:
+                return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
+            except Exception as exc:  # noqa: BLE001 - Letta down is a 503, not the proxy's 500
+                error = from_letta_exception(exc)
+                return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
+            return JSONResponse(body, status_code=status)
+
+        async def body_of(request: Request) -> dict[str, Any]:
+            try:
+                body = await request.json() if await request.body() else {}
+            except ValueError:
+                msg = "The request body is not valid JSON."
+                raise invalid_request(msg) from None
+            if not isinstance(body, dict):
+                msg = "The request body must be a JSON object."
+                raise invalid_request(msg)
+            return body
+
+        def checked_items(body: dict[str, Any]) -> list[dict[str, Any]]:
+            items = body.get("items") or []
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                msg = "'items' must be a list of items."
+                raise invalid_request(msg, param="items")
+            if len(items) > _MAX_ITEMS_PER_REQUEST:
+                msg = f"At most {_MAX_ITEMS_PER_REQUEST} items can be added at once."
+                raise invalid_request(msg, param="items")
+            return items
+
+        @router.post("/v1/conversations", summary="Create a conversation (a record in Letta; see the README)")
+        async def create(request: Request) -> JSONResponse:
+            async def run() -> tuple[int, dict[str, Any]]:
+                body = await body_of(request)
+                metadata = body.get("metadata") or {}
+                if not isinstance(metadata, dict):
+                    msg = "'metadata' must be an object."
+                    raise invalid_request(msg, param="metadata")
+                return 200, await self.create(checked_items(body), metadata, tenant_of(request))
+            return await guarded(run)
+
+        @router.get("/v1/conversations/{conversation_id}", summary="Retrieve a conversation")
+        async def retrieve(conversation_id: str, request: Request) -> JSONResponse:
+            async def run() -> tuple[int, dict[str, Any]]:
+                block, _ = await self.load(conversation_id, tenant_of(request))
+                return 200, self._object(block)
+            return await guarded(run)
+
+        @router.post("/v1/conversations/{conversation_id}", summary="Update a conversation's metadata")
+        async def update(conversation_id: str, request: Request) -> JSONResponse:
+            async def run() -> tuple[int, dict[str, Any]]:
+                body = await body_of(request)
+                async with self._lock(conversation_id):
+                    block, record = await self.load(conversation_id, tenant_of(request))
+                    block = await self._save(block, record, metadata=body.get("metadata") or {})
+                return 200, self._object(block)
+            return await guarded(run)
+
+        @router.delete("/v1/conversations/{conversation_id}", summary="Delete a conversation")
+        async def delete(conversation_id: str, request: Request) -> JSONResponse:
+            async def run() -> tuple[int, dict[str, Any]]:
+                block, record = await self.load(conversation_id, tenant_of(request))
+                for letta_conversation in (record.get("agents") or {}).values():
+                    with contextlib.suppress(Exception):  # already gone
+                        await self.client.conversations.delete(letta_conversation)
+                await self.client.blocks.delete(block.id)
+                return 200, {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+            return await guarded(run)
+
+        @router.get("/v1/conversations/{conversation_id}/items", summary="List a conversation's items")
+        async def list_items(conversation_id: str, request: Request, order: str = "desc", limit: int = 20,
+                             after: str | None = None) -> JSONResponse:
+            from letta_hayhooks.server.responses import list_page  # noqa: PLC0415 - responses imports this module
+
+            async def run() -> tuple[int, dict[str, Any]]:
+                _, record = await self.load(conversation_id, tenant_of(request))
+                return 200, list_page(record.get("items") or [], order=order, limit=limit, after=after)
+            return await guarded(run)
+
+        @router.post("/v1/conversations/{conversation_id}/items", summary="Add items to a conversation")
+        async def add_items(conversation_id: str, request: Request) -> JSONResponse:
+            async def run() -> tuple[int, dict[str, Any]]:
+                items = checked_items(await body_of(request))
+                added = await self.append(conversation_id, items, tenant_of(request))
+                return 200, {"object": "list", "data": added, "first_id": added[0]["id"] if added else None,
+                             "last_id": added[-1]["id"] if added else None, "has_more": False}
+            return await guarded(run)
+
+        @router.get("/v1/conversations/{conversation_id}/items/{item_id}", summary="Retrieve a conversation item")
+        async def get_item(conversation_id: str, item_id: str, request: Request) -> JSONResponse:
+            async def run() -> tuple[int, dict[str, Any]]:
+                _, record = await self.load(conversation_id, tenant_of(request))
+                found = next((i for i in record.get("items") or [] if i.get("id") == item_id), None)
+                if found is None:
+                    msg = "item"
+                    raise not_found(msg, item_id, "item_id")
+                return 200, found
+            return await guarded(run)
+
+        @router.delete("/v1/conversations/{conversation_id}/items/{item_id}", summary="Delete a conversation item")
+        async def delete_item(conversation_id: str, item_id: str, request: Request) -> JSONResponse:
+            async def run() -> tuple[int, dict[str, Any]]:
+                async with self._lock(conversation_id):
+                    block, record = await self.load(conversation_id, tenant_of(request))
+                    items = record.get("items") or []
+                    kept = [i for i in items if i.get("id") != item_id]
+                    if len(kept) == len(items):
+                        msg = "item"
+                        raise not_found(msg, item_id, "item_id")
+                    record["items"] = kept
+                    block = await self._save(block, record)
+                return 200, self._object(block)
+            return await guarded(run)
+
+
+def _tenant_reader() -> Callable[[Request], Tenant | None]:
+    from letta_hayhooks.server.app import tenant_of  # noqa: PLC0415 - app imports this module
+
+    return lambda request: tenant_of(request.scope)

@@ -1,0 +1,484 @@
+"""
+The OpenAI Responses API on the letta-hayhooks server: `POST /v1/responses` through the agents' own pipelines, and
+the stored responses (`GET`/`DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items`) read from Letta.
+
+A response is a Letta run: its id names the run (`resp_<run uuid>`), so the run's conversation, messages and usage
+are found again by any process, after restarts. `previous_response_id` continues the run's conversation (only the
+new input items are sent), `conversation` names a conversation (`conversations_api.py`), and without either the
+chat identity rules apply (the session headers, Codex's `session-id` among them, or the transcript).
+Letta 0.16.8 cannot delete a run (its route fails), so a deleted response is recorded as a small Letta block
+(`deleted_response_<hex>`) and answered 404 from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from hayhooks import log
+from haystack.dataclasses import StreamingChunk
+from starlette.datastructures import Headers
+
+from letta_hayhooks.chat.drain import shutting_down
+from letta_hayhooks.chat.service import AgentChat, Turn, reply_chunks
+from letta_hayhooks.errors import (
+    OpenAIError,
+    from_letta_exception,
+    invalid_request,
+    model_not_found,
+    too_large,
+)
+from letta_hayhooks.letta_access.events import LettaEventTranslator
+from letta_hayhooks.letta_access.paging import page_items
+from letta_hayhooks.openai_responses import (
+    ResponseEncoder,
+    ResponsesRequest,
+    encode_all,
+    input_item,
+    item_reference,
+    not_found,
+    parse_request,
+    response_id_for,
+    run_id_of,
+    sse_frame,
+    to_chat,
+)
+from letta_hayhooks.server.agent_models import AgentModels
+from letta_hayhooks.server.conversations_api import ConversationStore
+from letta_hayhooks.tenants import Tenant, allows
+
+RESPONSES_PATHS = ("/v1/responses", "/responses")
+# Bodies up to this size are parsed on the event loop (well under a millisecond).
+_INLINE_PARSE_BYTES = 64 * 1024
+# The most messages of one run read back for a stored response (a run is one turn: a few steps).
+_RUN_MESSAGES = 500
+_DELETED_PREFIX = "deleted_response_"
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _error(error: OpenAIError) -> JSONResponse:
+    return _json(error.status, error.body(), error.headers or None)
+
+
+async def read_body(request: Request, max_bytes: int) -> dict[str, Any]:
+    """
+    The JSON object of a request body, read up to `max_bytes`.
+
+    :raises OpenAIError: 413 above the limit, 400 for anything but a JSON object.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            msg = f"The request body is larger than {max_bytes} bytes."
+            raise too_large(msg)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        body = json.loads(raw) if len(raw) < _INLINE_PARSE_BYTES else await asyncio.to_thread(json.loads, raw)
+    except ValueError:
+        msg = "The request body is not valid JSON."
+        raise invalid_request(msg) from None
+    except RecursionError:
+        msg = "The request body is nested too deeply."
+        raise invalid_request(msg, code="nested_too_deeply") from None
+    if not isinstance(body, dict):
+        msg = "The request body must be a JSON object."
+        raise invalid_request(msg)
+    return body
+
+
+async def resolve_model(models: AgentModels, model: str, tenant: Tenant | None) -> AgentChat:
+    """
+    The agent chat serving `model` (an advertised id, a raw agent id or an agent created since the last refresh).
+
+    :raises OpenAIError: 404 `model_not_found`, also for an agent the key may not use (as if it did not exist).
+    """
+    wrapper = models.wrappers.get(model)
+    if wrapper is None:
+        try:
+            info = await models.catalog.resolve(model)
+        except OpenAIError:
+            raise model_not_found(model) from None
+        models.apply()
+        wrapper = models.wrappers.get(info.model_id)
+        if wrapper is None:
+            raise model_not_found(model)
+        model = info.model_id
+    subject = models.subject(model)
+    if tenant is not None and (subject is None or not allows(tenant, subject)):
+        raise model_not_found(model)
+    return wrapper.chat
+
+
+class ResponseStore:
+    """Stored responses, read from Letta: a response is a run, its items the run's messages."""
+
+    def __init__(self, models: Callable[[], AgentModels]) -> None:
+        self.models = models
+
+    @property
+    def client(self) -> Any:
+        return self.models().catalog.async_client
+
+    async def run(self, response_id: str, tenant: Tenant | None, *, param: str = "response_id") -> Any:
+        """
+        The Letta run of a response the tenant may see.
+
+        :raises OpenAIError: 404 for an id this server did not issue, a deleted response, or another key's agent.
+        """
+        run_id = run_id_of(response_id)
+        if run_id is None:
+            msg = "response"
+            raise not_found(msg, response_id, param)
+        try:
+            run, deleted = await asyncio.gather(self.client.runs.retrieve(run_id), self._deleted(response_id))
+        except Exception as exc:  # noqa: BLE001 - a missing run is a 404, Letta down a 503
+            if getattr(exc, "status_code", None) in (400, 404, 422):  # Letta refuses ids that are not uuid4s
+                msg_0 = "response"
+                raise not_found(msg_0, response_id, param) from None
+            raise from_letta_exception(exc) from None
+        info = self.models().catalog.by_id.get(run.agent_id)
+        if deleted or (tenant is not None and (info is None or not allows(tenant, info))):
+            msg = "response"
+            raise not_found(msg, response_id, param)
+        return run
+
+    async def _deleted(self, response_id: str) -> bool:
+        label = _DELETED_PREFIX + response_id.removeprefix("resp_")
+        return bool(page_items(await self.client.blocks.list(label=label, limit=1)))
+
+    async def messages(self, run_id: str) -> list[dict[str, Any]]:
+        page = await self.client.runs.messages.list(run_id, limit=_RUN_MESSAGES, order="asc")
+        return [m.model_dump(mode="json") if hasattr(m, "model_dump") else dict(m) for m in page_items(page)]
+
+    async def response_object(self, run: Any) -> dict[str, Any]:
+        """The stored response: its output rebuilt from the run's messages the way the stream encoded them."""
+        messages, usage = await asyncio.gather(self.messages(run.id), self._usage(run.id))
+        info = self.models().catalog.by_id.get(run.agent_id)
+        created = run.created_at.timestamp() if run.created_at else time.time()
+        encoder = ResponseEncoder(response_id_for(run.id), info.model_id if info else run.agent_id,
+                                  _stored_echo(run), created_at=created)
+        answer = _output_messages(messages)
+        names = {str((m.get("tool_call") or {}).get("name")) for m in answer
+                 if m.get("message_type") == "approval_request_message"}
+        translator = LettaEventTranslator(client_tool_names=names)
+        chunks: list[StreamingChunk] = []
+        for message in answer:
+            chunks.extend(translator.feed(message))
+        if run.stop_reason:
+            translator.feed({"message_type": "stop_reason", "stop_reason": run.stop_reason})
+        final = translator.finish()
+        for chunk in final:
+            chunk.meta["usage"] = usage
+        response = encode_all(encoder, [*chunks, *final])
+        status = {"completed": response["status"], "failed": "failed", "cancelled": "cancelled"}.get(
+            run.status or "", "in_progress")
+        if status != response["status"]:
+            response = {**response, "status": status, "usage": response["usage"] if status != "in_progress" else None}
+            if status == "failed":
+                response["error"] = {"code": "server_error", "message": "The Letta run failed."}
+        return response
+
+    async def _usage(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            usage = await self.client.runs.usage.retrieve(run_id)
+        except Exception:  # noqa: BLE001 - a response without usage is still the response
+            return None
+        return usage.model_dump(mode="json") if hasattr(usage, "model_dump") else dict(usage)
+
+    async def input_items(self, run: Any) -> list[dict[str, Any]]:
+        """The run's input: the user messages and tool results it was given, as input items."""
+        hex_id = response_id_for(run.id).removeprefix("resp_")
+        items = []
+        for i, message in enumerate(await self.messages(run.id)):
+            kind = message.get("message_type")
+            if kind == "user_message":
+                item = input_item({"role": "user", "content": _letta_content(message.get("content"))},
+                                  f"msg_{hex_id}_i{i}")
+                if item is not None:
+                    items.append(item)
+            elif kind == "approval_response_message":
+                items.extend({"id": f"fco_{hex_id}_i{i}", "type": "function_call_output",
+                              "call_id": result.get("tool_call_id"), "output": result.get("tool_return") or "",
+                              "status": "completed"}
+                             for result in message.get("approvals") or []
+                             if isinstance(result, dict) and result.get("type") == "tool")
+        return items
+
+    async def delete(self, response_id: str, tenant: Tenant | None) -> None:
+        """Forget a response: Letta cannot delete a run, so the deletion is recorded beside it."""
+        await self.run(response_id, tenant)
+        hex_id = response_id.removeprefix("resp_")
+        await self.client.blocks.create(label=_DELETED_PREFIX + hex_id, value=response_id,
+                                         description="letta-hayhooks: a deleted response",
+                                         metadata={"letta_hayhooks": "deleted_response"})
+
+    async def output_item(self, item_id: str, tenant: Tenant | None) -> dict[str, Any]:
+        """
+        An output item this server issued, as an input item (for `item_reference`).
+
+        :raises OpenAIError: 400 when the id is not one of this server's items.
+        """
+        ref = item_reference(item_id)
+        unknown = invalid_request(f"The referenced item '{item_id}' is not an item of a stored response.",
+                                  param="input", code="invalid_item_reference")
+        if ref is None:
+            raise unknown
+        _kind, response_id, index = ref
+        try:
+            run = await self.run(response_id, tenant, param="input")
+        except OpenAIError as error:
+            if error.status == 404:
+                raise unknown from None
+            raise
+        output = (await self.response_object(run))["output"]
+        found = next((item for item in output if item.get("id") == item_id), None)
+        if found is None or index >= len(output):
+            raise unknown
+        return found
+
+
+def _letta_content(content: Any) -> Any:
+    """Letta message content as Chat Completions content (text, images as URLs)."""
+    if isinstance(content, str) or content is None:
+        return content or ""
+    parts: list[dict[str, Any]] = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            parts.append({"type": "text", "text": part.get("text", "")})
+        elif part.get("type") == "image":
+            source = part.get("source") or {}
+            url = source.get("url") or f"data:{source.get('media_type')};base64,{source.get('data')}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+    return parts
+
+
+def _output_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages of a run that make up its answer (after the last input it was given)."""
+    answer = []
+    for message in messages:
+        if message.get("message_type") in ("user_message", "approval_response_message", "system_message"):
+            answer = []  # the answer follows the run's (last) input
+            continue
+        answer.append(message)
+    return answer
+
+
+def _stored_echo(run: Any) -> dict[str, Any]:
+    """What a stored response says about its request: Letta keeps the run, not the request's parameters."""
+    return {
+        "instructions": None, "metadata": {}, "parallel_tool_calls": True, "temperature": None, "top_p": None,
+        "tool_choice": "auto", "tools": [], "previous_response_id": None,
+        "conversation": {"id": run.conversation_id} if run.conversation_id else None, "store": True,
+        "max_output_tokens": None, "reasoning": {"effort": None, "summary": None},
+        "text": {"format": {"type": "text"}}, "truncation": "disabled", "prompt_cache_key": None, "user": None,
+    }
+
+
+class ResponsesEndpoint:
+    """`POST /v1/responses` for one server: the request, its conversation, the turn, and its encoding."""
+
+    def __init__(self, models: Callable[[], AgentModels], store: ResponseStore, conversations: ConversationStore,
+                 max_body_bytes: Callable[[], int]) -> None:
+        self.models = models
+        self.store = store
+        self.conversations = conversations
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, request: Request) -> Any:
+        tenant = _tenant(request.scope)
+        try:
+            body = await read_body(request, self.max_body_bytes())
+            parsed = parse_request(body)
+            chat = await resolve_model(self.models(), parsed.model, tenant)
+            if chat.shared.drain.draining:
+                raise shutting_down()
+            return await self._answer(chat, parsed, body, request, tenant)
+        except OpenAIError as error:
+            return _error(error)
+
+    async def _answer(self, chat: AgentChat, parsed: ResponsesRequest, body: dict[str, Any], request: Request,
+                      tenant: Tenant | None) -> Any:
+        if parsed.ignored_tools:
+            log.info("Responses request for '{}': tool types the agent cannot run are ignored: {}",
+                     parsed.model, ", ".join(sorted(set(parsed.ignored_tools))))
+        await self._resolve_references(parsed, tenant)
+        own = list(parsed.items)  # what this request adds to a stored conversation
+        conversation_id, seed, stored = await self._conversation(chat, parsed, tenant)
+        if stored is not None:
+            parsed.items = [*stored, *parsed.items]  # the conversation's earlier items: the new conversation's context
+        turn_input = to_chat(parsed, body)
+        if turn_input.ignored_items:
+            log.info("Responses request for '{}': hosted-tool items ignored: {}", parsed.model,
+                     ", ".join(sorted(set(turn_input.ignored_items))))
+        headers = Headers(scope=request.scope)
+        turn = await chat.start_turn(parsed.model, turn_input.messages, turn_input.body, headers, tenant=tenant,
+                                     request_id=f"resp-{uuid.uuid4().hex}", conversation_id=conversation_id,
+                                     seed_history=seed, require_user=conversation_id is None)
+        if parsed.stream:
+            return await self._stream(turn, chat, parsed, own, tenant)
+        assert turn.reply is not None
+        encoder = ResponseEncoder(response_id_for((turn.reply.meta or {}).get("run_id")), chat.model_id, parsed.echo)
+        response = encode_all(encoder, reply_chunks(turn.reply))
+        await self._remember(parsed, own, response, tenant)
+        return _json(200, response)
+
+    async def _resolve_references(self, parsed: ResponsesRequest, tenant: Tenant | None) -> None:
+        if not parsed.references:
+            return
+        items: list[dict[str, Any]] = []
+        for item in parsed.items:
+            if item.get("type") != "item_reference":
+                items.append(item)
+                continue
+            ref = item_reference(str(item.get("id")))
+            if ref is not None and ref[0] == "rs":
+                continue  # the agent's reasoning stays in Letta: nothing to resolve
+            items.append(await self.store.output_item(str(item.get("id")), tenant))
+        parsed.items = items
+
+    async def _conversation(self, chat: AgentChat, parsed: ResponsesRequest, tenant: Tenant | None
+                            ) -> tuple[str | None, bool, list[dict[str, Any]] | None]:
+        """The Letta conversation the request names, whether it was made just now, and its stored items then."""
+        if parsed.previous_response_id:
+            try:
+                run = await self.store.run(parsed.previous_response_id, tenant, param="previous_response_id")
+            except OpenAIError as error:
+                if error.status != 404:
+                    raise
+                # what OpenAI answers for an unknown previous response: the request is wrong, not the route
+                msg = f"Previous response with id '{parsed.previous_response_id}' not found."
+                raise invalid_request(msg, param="previous_response_id",
+                                      code="previous_response_not_found") from None
+            if run.agent_id != chat.agent_id:
+                msg = (f"Response '{parsed.previous_response_id}' belongs to another model; continue it with that "
+                       "model.")
+                raise invalid_request(msg, param="previous_response_id")
+            return run.conversation_id or "default", False, None
+        if parsed.conversation:
+            return await self.conversations.bind(parsed.conversation, chat.agent_id, tenant)
+        return None, False, None
+
+    async def _remember(self, parsed: ResponsesRequest, own: list[dict[str, Any]], response: dict[str, Any],
+                        tenant: Tenant | None) -> None:
+        """A response in a stored conversation adds its input and output items to it."""
+        if parsed.conversation and parsed.conversation.startswith("conv_"):
+            await self.conversations.append(parsed.conversation, [*own, *response["output"]], tenant)
+
+    async def _stream(self, turn: Turn, chat: AgentChat, parsed: ResponsesRequest, own: list[dict[str, Any]],
+                      tenant: Tenant | None) -> StreamingResponse:
+        chunks = turn.stream()
+        first = await anext(chunks, None)
+        run_id = (first.meta or {}).get("run_id") if first is not None else None
+        encoder = ResponseEncoder(response_id_for(run_id), chat.model_id, parsed.echo)
+
+        async def frames() -> AsyncIterator[str]:
+            ended = False
+            try:
+                for event in encoder.start():
+                    yield sse_frame(event)
+                chunk = first
+                while chunk is not None:
+                    if not ended:
+                        for event in encoder.feed(chunk):
+                            yield sse_frame(event)
+                        if chunk.finish_reason is not None:
+                            # the answer is complete: end the stream now; the rest of the pipeline finishes after
+                            for event in encoder.complete(chunk.finish_reason, (chunk.meta or {}).get("usage")):
+                                yield sse_frame(event)
+                            ended = True
+                            assert encoder.final is not None
+                            await self._remember(parsed, own, encoder.final, tenant)
+                    chunk = await anext(chunks, None)
+            except OpenAIError as error:
+                log.warning("Response stream {} failed: {}", encoder.response_id, error.message)
+                if not ended:
+                    yield sse_frame(encoder.fail(error)[0])
+                return
+            finally:
+                if turn.chunks is not None:
+                    await _close_quietly(turn.chunks)
+            if not ended:  # the turn ended without its last chunk: never leave the client waiting
+                yield sse_frame(encoder.fail(OpenAIError(502, "The agent's answer ended early.",
+                                                         type="server_error"))[0])
+
+        return StreamingResponse(frames(), media_type="text/event-stream")
+
+
+async def _close_quietly(chunks: Any) -> None:
+    with contextlib.suppress(Exception):  # the turn already reported its end
+        await chunks.aclose()
+
+
+def _tenant(scope: MutableMapping[str, Any]) -> Tenant | None:
+    from letta_hayhooks.server.app import tenant_of  # noqa: PLC0415 - app imports this module
+
+    return tenant_of(scope)
+
+
+def install_responses_routes(router: APIRouter, models: Callable[[], AgentModels],
+                             max_body_bytes: Callable[[], int]) -> None:
+    """Add the Responses and Conversations routes to `router` (which goes ahead of Hayhooks' own routes)."""
+    store = ResponseStore(models)
+    conversations = ConversationStore(models)
+    endpoint = ResponsesEndpoint(models, store, conversations, max_body_bytes)
+
+    for path in RESPONSES_PATHS:
+        router.add_api_route(path, endpoint, methods=["POST"], include_in_schema=path.startswith("/v1"),
+                             summary="Create a model response (OpenAI Responses API; one turn of a Letta agent)")
+
+    @router.get("/v1/responses/{response_id}", summary="Retrieve a stored response (its Letta run)")
+    async def get_response(response_id: str, request: Request) -> JSONResponse:
+        try:
+            run = await store.run(response_id, _tenant(request.scope))
+            return _json(200, await store.response_object(run))
+        except OpenAIError as error:
+            return _error(error)
+
+    @router.delete("/v1/responses/{response_id}", summary="Delete a stored response")
+    async def delete_response(response_id: str, request: Request) -> JSONResponse:
+        try:
+            await store.delete(response_id, _tenant(request.scope))
+        except OpenAIError as error:
+            return _error(error)
+        except Exception as exc:  # noqa: BLE001 - Letta down is a 503, not the proxy's 500
+            return _error(from_letta_exception(exc))
+        return _json(200, {"id": response_id, "object": "response", "deleted": True})
+
+    @router.get("/v1/responses/{response_id}/input_items", summary="List a stored response's input items")
+    async def input_items(response_id: str, request: Request, order: str = "desc", limit: int = 20,
+                          after: str | None = None) -> JSONResponse:
+        try:
+            run = await store.run(response_id, _tenant(request.scope))
+            items = await store.input_items(run)
+        except OpenAIError as error:
+            return _error(error)
+        return _json(200, list_page(items, order=order, limit=limit, after=after))
+
+    conversations.install(router)
+
+
+def list_page(items: list[dict[str, Any]], *, order: str, limit: int, after: str | None) -> dict[str, Any]:
+    """One page of an OpenAI list (`first_id`, `last_id`, `has_more`) over items kept oldest first."""
+    ordered = list(reversed(items)) if order == "desc" else list(items)
+    if after is not None:
+        ids = [item.get("id") for item in ordered]
+        ordered = ordered[ids.index(after) + 1:] if after in ids else []
+    limit = max(1, min(limit, 100))
+    page = ordered[:limit]
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(ordered) > limit}
