@@ -172,6 +172,16 @@ def letta_server(workdir: Path, stub_env: dict[str, str] | None = None) -> Itera
 
 
 @contextlib.contextmanager
+def topology_servers(workdir: Path, letta_servers: int = 2) -> Iterator[Any]:
+    """
+    The production-like backend: Postgres with pgvector, Redis and `letta_servers` Letta servers on that database
+    (`letta_hayhooks.local.topology.Topology`), with the scripted model, stopped at the end.
+    """
+    with harness.scripted_topology(workdir / "topology", letta_servers=letta_servers) as topology:
+        yield topology
+
+
+@contextlib.contextmanager
 def workdir(prefix: str) -> Iterator[Path]:
     """A temporary directory (kept when BENCH_KEEP_TMP=1, for the logs)."""
     path = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))

@@ -13,8 +13,14 @@ turns Letta cannot take yet; and straight to Letta with letta-client (one conver
 makes), so the table shows how much of the limit is Letta's. Failed turns are split into Letta's failures (passed
 on by the proxy with a `letta_*` code) and the proxy's own.
 
+`--backend topology` runs the same sessions against the production-like backend instead: Postgres with pgvector,
+Redis and two Letta servers on that database (`letta_hayhooks.local.topology`), one proxy in front of each, with
+no in-flight cap; each session's turns go to the two proxies in turn (as a load balancer without stickiness
+would send them). `--backend both` runs SQLite first, then the topology, in one run, side by side in one table
+(written to its own section of RESULTS.md, `concurrency-topology`).
+
     python -m benchmarks.concurrency [--levels 10 50 100] [--turns 3] [--agents 4] [--capped 8] [--no-floor]
-                                     [--env NAME=VALUE] [--write]
+                                     [--backend sqlite|topology|both] [--env NAME=VALUE] [--write]
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from benchmarks.common import (
     run_id,
     start_proxy,
     timestamp,
+    topology_servers,
     wait_for_models,
     workdir,
     write_section,
@@ -79,6 +86,7 @@ def _proxy_error(status: int | None, payload: object, text: str) -> Turn:
 class Level:
     path: str
     sessions: int
+    backend: str = "SQLite"
     turns: list[Turn] = field(default_factory=list)
     wall: float = 0.0
     proxy_rss_start: int = 0
@@ -134,12 +142,14 @@ async def _proxy_turn(client: httpx.AsyncClient, url: str, model: str, session: 
     return Turn(True, total, ttft)
 
 
-async def _proxy_session(client: httpx.AsyncClient, url: str, model: str, session: str, turns: int,
-                         start: asyncio.Event) -> list[Turn]:
+async def _proxy_session(client: httpx.AsyncClient, urls: list[str], offset: int, model: str, session: str,
+                         turns: int, start: asyncio.Event) -> list[Turn]:
+    """One session; turn k goes to `urls[(offset + k) % len(urls)]` (one URL: every turn to that proxy)."""
     await start.wait()
     history: list[dict] = []
     results = []
     for k in range(turns):
+        url = urls[(offset + k) % len(urls)]
         turn = await _proxy_turn(client, url, model, session, history, f"{session} turn {k}")
         results.append(turn)
         if not turn.ok:
@@ -179,7 +189,7 @@ async def _floor_session(client: AsyncLetta, agent_id: str, session: str, turns:
     return results
 
 
-async def _run_level(level: Level, sessions: list[tuple[str, str, str]], turns: int, proxy_url: str | None,
+async def _run_level(level: Level, sessions: list[tuple[str, str, str]], turns: int, proxy_urls: list[str] | None,
                      letta_url: str) -> None:
     """sessions: (session key, model name, agent id)."""
     start = asyncio.Event()
@@ -195,10 +205,10 @@ async def _run_level(level: Level, sessions: list[tuple[str, str, str]], turns: 
         return done
 
     limits = httpx.Limits(max_connections=level.sessions + 20, max_keepalive_connections=level.sessions + 20)
-    if proxy_url is not None:
+    if proxy_urls is not None:
         async with httpx.AsyncClient(timeout=httpx.Timeout(900, connect=30), limits=limits) as client:
-            results = await race([_proxy_session(client, proxy_url, model, key, turns, start)
-                                  for key, model, _ in sessions])
+            results = await race([_proxy_session(client, proxy_urls, s, model, key, turns, start)
+                                  for s, (key, model, _) in enumerate(sessions)])
     else:
         client = AsyncLetta(base_url=letta_url, timeout=900, max_retries=0)
         results = await race([_floor_session(client, agent_id, key, turns, start) for key, _, agent_id in sessions])
@@ -220,11 +230,24 @@ def _locked_lines(log: Path, offset: int) -> tuple[int, int]:
     return data.count(b"database is locked"), offset + len(data)
 
 
-def run(levels: list[int], turns: int, n_agents: int, floor: bool, capped: int,
-        extra_env: dict[str, str]) -> tuple[str, dict]:
-    rid = run_id()
+def run(levels: list[int], turns: int, n_agents: int, floor: bool, capped: int, extra_env: dict[str, str],
+        backend: str = "sqlite") -> tuple[str, dict]:
     results: list[Level] = []
-    with workdir("concurrency") as wd, letta_server(wd) as letta:
+    info: dict[str, str] = {}
+    env_note = ""
+    with workdir("concurrency") as wd:
+        if backend in ("sqlite", "both"):
+            env_note, info = _run_sqlite(wd, results, levels, turns, n_agents, floor, capped, extra_env)
+        if backend in ("topology", "both"):
+            note, info = _run_topology(wd, results, levels, turns, n_agents, extra_env)
+            env_note = f"{env_note}; before the topology rows: {note}" if env_note else note
+    return report(results, turns, n_agents, capped, extra_env, env_note), {"info": info, "levels": results}
+
+
+def _run_sqlite(wd: Path, results: list[Level], levels: list[int], turns: int, n_agents: int, floor: bool,
+                capped: int, extra_env: dict[str, str]) -> tuple[str, dict[str, str]]:
+    rid = run_id()
+    with letta_server(wd) as letta:
         direct = Letta(base_url=letta.base_url, timeout=300, max_retries=0)
         agents = [create_agent(direct, f"bench-cc-{rid}-{i}") for i in range(n_agents)]
         proxies = []
@@ -254,7 +277,7 @@ def run(levels: list[int], turns: int, n_agents: int, floor: bool, capped: int,
                     level.proxy_rss_start = proxy_rss.peak
                     cpu0, lcpu0 = cpu_seconds(pid), cpu_seconds(letta_pid)
                     print(f"{path}: {n} sessions x {turns} turns", file=sys.stderr)
-                    asyncio.run(_run_level(level, sessions, turns, proxy.url if proxy else None, letta.base_url))
+                    asyncio.run(_run_level(level, sessions, turns, [proxy.url] if proxy else None, letta.base_url))
                     level.proxy_cpu, level.letta_cpu = cpu_seconds(pid) - cpu0, cpu_seconds(letta_pid) - lcpu0
                     level.proxy_rss_peak, level.letta_rss_peak = proxy_rss.stop(), letta_rss.stop()
                     level.locked, log_offset = _locked_lines(letta_log, log_offset)
@@ -265,7 +288,49 @@ def run(levels: list[int], turns: int, n_agents: int, floor: bool, capped: int,
             for _, proxy in proxies:
                 proxy.stop()
         info = machine_info(letta.base_url)
-    return report(results, turns, n_agents, capped, extra_env, env_note), {"info": info, "levels": results}
+    return env_note, info
+
+
+def _run_topology(wd: Path, results: list[Level], levels: list[int], turns: int, n_agents: int,
+                  extra_env: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """Two proxies in front of two Letta servers on Postgres and Redis; no in-flight cap."""
+    rid = run_id()
+    with topology_servers(wd) as topology:
+        direct = Letta(base_url=topology.lettas[0].base_url, timeout=300, max_retries=0)
+        agents = [create_agent(direct, f"bench-cct-{rid}-{i}") for i in range(n_agents)]
+        env = {key: value for key, value in extra_env.items() if key != "LETTA_HAYHOOKS_MAX_INFLIGHT"}
+        proxies = [start_proxy("serve", letta.base_url, wd, env) for letta in topology.lettas]
+        try:
+            for proxy in proxies:
+                wait_for_models(proxy, [a.name for a in agents])
+            env_note = environment_note(exclude=set())
+            letta_pids = [letta.letta_process.pid for letta in topology.lettas]
+            for n in levels:
+                level = Level(f"{len(proxies)} proxies -> {len(letta_pids)} Letta", n, backend="Postgres + Redis")
+                sessions = [(f"bench-{rid}-{n}-t-{s}", agents[s % n_agents].name, agents[s % n_agents].id)
+                            for s in range(n)]
+                proxy_rss = [RssSampler(p.pid).start() for p in proxies]
+                letta_rss = [RssSampler(pid).start() for pid in letta_pids]
+                level.proxy_rss_start = max(r.peak for r in proxy_rss)
+                cpu0 = [cpu_seconds(p.pid) for p in proxies]
+                lcpu0 = [cpu_seconds(pid) for pid in letta_pids]
+                print(f"{level.path} (Postgres): {n} sessions x {turns} turns", file=sys.stderr)
+                asyncio.run(_run_level(level, sessions, turns, [p.url for p in proxies], topology.lettas[0].base_url))
+                level.proxy_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(proxies, cpu0, strict=True))
+                level.letta_cpu = sum(cpu_seconds(pid) - c for pid, c in zip(letta_pids, lcpu0, strict=True))
+                level.proxy_rss_peak = max(r.stop() for r in proxy_rss)
+                level.letta_rss_peak = max(r.stop() for r in letta_rss)
+                level.locked = -1
+                errors = [t.error for t in level.turns if not t.ok]
+                print(f"  wall {level.wall:.1f} s, errors {len(errors)} {errors[:2]}", file=sys.stderr)
+                results.append(level)
+        finally:
+            for proxy in proxies:
+                proxy.stop()
+        info = machine_info(topology.lettas[0].base_url)
+        info["Letta server"] = info["Letta server"].replace(
+            "SQLite", "SQLite; and Postgres 18 + pgvector 0.8, Redis 6.2")
+    return env_note, info
 
 
 def report(levels: list[Level], turns: int, n_agents: int, capped: int,
@@ -276,10 +341,11 @@ def report(levels: list[Level], turns: int, n_agents: int, capped: int,
         totals = [t.total for t in ok]
         ttfts = [t.ttft for t in ok if not math.isnan(t.ttft)]
         by_source = {src: sum(1 for t in lv.turns if t.source == src) for src in ("letta", "proxy", "skipped")}
-        proxy = lv.path.startswith("letta-hayhooks")
+        proxy = lv.path.startswith("letta-hayhooks") or lv.backend != "SQLite"
         rows.append([
-            lv.path, lv.sessions, len(lv.turns), len(lv.turns) - len(ok),
-            f"{by_source['letta']} / {by_source['proxy']} / {by_source['skipped']}", lv.locked,
+            lv.backend, lv.path, lv.sessions, len(lv.turns), len(lv.turns) - len(ok),
+            f"{by_source['letta']} / {by_source['proxy']} / {by_source['skipped']}",
+            "-" if lv.locked < 0 else lv.locked,
             f"{lv.wall:.1f}", f"{len(ok) / lv.wall:.2f}",
             ms(median(totals), 0), ms(percentile(totals, 99), 0), ms(median(ttfts), 0), ms(percentile(ttfts, 99), 0),
             f"{lv.proxy_rss_start / 2**20:.0f} -> {lv.proxy_rss_peak / 2**20:.0f}" if proxy else "-",
@@ -287,7 +353,9 @@ def report(levels: list[Level], turns: int, n_agents: int, capped: int,
             ms(lv.proxy_cpu / max(len(ok), 1), 1) if proxy else "-",
             ms(lv.letta_cpu / max(len(ok), 1), 0),
         ])
-    table = md_table(["path", "sessions", "turns", "errors", "errors: Letta / proxy / not sent", "SQLite locked",
+    topology = any(lv.backend != "SQLite" for lv in levels)
+    table = md_table(["backend", "path", "sessions", "turns", "errors", "errors: Letta / proxy / not sent",
+                      "SQLite locked",
                       "wall s", "turns/s", "latency p50", "latency p99", "TTFT p50", "TTFT p99",
                       "proxy RSS MiB (idle -> peak)", "Letta peak RSS MiB", "proxy CPU ms/turn",
                       "Letta CPU ms/turn"], rows)
@@ -310,8 +378,13 @@ def report(levels: list[Level], turns: int, n_agents: int, capped: int,
         "proxy failed itself (`429`, timeouts, a missing `[DONE]`, a wrong answer), and later turns "
         "of a session not sent after a failure; *SQLite locked* counts `database is locked` lines in Letta's log "
         "during that row. Latency and TTFT in ms per turn; RSS sampled every 50 ms, children included; CPU per "
-        "successful turn. The benchmark client runs on the same 2 cores. While measuring: "
-        f"{env_note}.\n\n{table}\n\n"
+        "successful turn. The benchmark client runs on the same 2 cores. "
+        + ("*Postgres + Redis* rows: PostgreSQL 18 with pgvector, Redis and two Letta servers on that database, "
+           "one `letta-hayhooks serve` in front of each (no in-flight cap, the default 128 turns in flight per "
+           "proxy); turn k of session s goes to proxy (s + k) mod 2; the RSS column is the larger of the two "
+           "proxies (and of the two Letta servers), CPU is both proxies' (both Letta servers') per turn. "
+           if topology else "")
+        + f"While measuring: {env_note}.\n\n{table}\n\n"
         + ("Distinct errors: " + "; ".join(f"`{e}`" for e in errors) if errors else "No errors.")
     )
 
@@ -326,13 +399,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run a proxy with LETTA_HAYHOOKS_MAX_INFLIGHT=N (default 8; 0 skips it)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra proxy environment, e.g. LETTA_HAYHOOKS_MAX_INFLIGHT_PER_AGENT=100")
+    parser.add_argument("--backend", choices=["sqlite", "topology", "both"], default="sqlite",
+                        help="Letta on SQLite (default), the Postgres + Redis topology, or both side by side")
     parser.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     extra_env = dict(item.split("=", 1) for item in args.env)
-    markdown, data = run(args.levels, args.turns, args.agents, not args.no_floor, args.capped, extra_env)
+    markdown, data = run(args.levels, args.turns, args.agents, not args.no_floor, args.capped, extra_env,
+                         args.backend)
     print("\n## Machine\n\n" + machine_markdown(data["info"]) + "\n\n## Concurrency\n\n" + markdown)
-    if args.write:
+    if args.write and args.backend == "sqlite":
         write_section("concurrency", "## Concurrency (`python -m benchmarks.concurrency`)\n\n" + markdown)
+    elif args.write:
+        command = f"python -m benchmarks.concurrency --backend {args.backend}"
+        write_section("concurrency-topology", f"## Concurrency on Postgres and Redis (`{command}`)\n\n"
+                      f"Machine:\n\n{machine_markdown(data['info'])}\n\n{markdown}")
     return 0
 
 
