@@ -218,7 +218,10 @@ def set_queue(model: str, queued: int, inflight: int) -> None:
 
 
 def count_overlay_write(model: str, action: str) -> None:
-    """One write of a session's system-prompt block: `created`, `updated`, `touched` or `deleted`."""
+    """
+    One write of a session's system-prompt block: `created`, `updated`, `touched` or `deleted`. `model` is the
+    served model id, or the agent id where only that is known (the prompt overlay component).
+    """
     if _state["metrics"]:
         OVERLAY_WRITES.labels(model, action).inc()
 
