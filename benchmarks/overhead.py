@@ -23,6 +23,7 @@ at Letta and time elsewhere, so the proxy's own share is measured without Letta'
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import sys
@@ -55,6 +56,7 @@ from benchmarks.common import (
     proxy_chat,
     ratio,
     run_id,
+    sse_data,
     start_proxy,
     timestamp,
     wait_for_models,
@@ -73,9 +75,12 @@ LEGEND = (
     "every turn), `serve-stream-transcript` = the whole transcript without a key (the default `transcript` policy "
     "finds the chat from it), `serve-stream-newonly` = an `X-Session-Id` and only the new message, "
     "`serve-stream-regenerate` = the same two-message history and a new last message every turn, so every turn after "
-    "the first is a regenerate answered in a branch (a new conversation seeded with the history).\n"
+    "the first is a regenerate answered in a branch (a new conversation seeded with the history); "
+    "`serve-responses-nonstream` / `serve-responses-stream` = the same one-message turn as `POST /v1/responses` "
+    "(`input` a string, `store: false`), against the same floors as `serve-nonstream` / `serve-stream`.\n"
 )
 CHAT_PATTERNS = ["serve-stream-transcript", "serve-stream-newonly", "serve-stream-regenerate"]
+RESPONSES_PATHS = ["serve-responses-nonstream", "serve-responses-stream"]
 TARGET_MEDIAN = 0.003
 TARGET_P99 = 0.010
 TARGET_TTFT = 0.003
@@ -119,6 +124,46 @@ def chat_patterns(http: httpx.Client, chat: Proxy, agents: dict, rid: str) -> di
             if name in agents}
 
 
+def proxy_response(client: httpx.Client, url: str, model: str, text: str, *, stream: bool) -> Timing:
+    """One `POST /v1/responses` turn through a letta-hayhooks server (raw httpx, like `proxy_chat`)."""
+    body = {"model": model, "input": text, "stream": stream, "store": False}
+    timing = Timing(t0=clock())
+    try:
+        if not stream:
+            response = client.post(f"{url}/v1/responses", json=body)
+            timing.total = clock() - timing.t0
+            if response.status_code != 200:
+                timing.ok, timing.error = False, f"HTTP {response.status_code}: {response.text[:200]}"
+            else:
+                timing.text = "".join(part["text"] for item in response.json()["output"] if item["type"] == "message"
+                                      for part in item["content"])
+            return timing
+        with client.stream("POST", f"{url}/v1/responses", json=body) as response:
+            if response.status_code != 200:
+                response.read()
+                timing.ok, timing.error = False, f"HTTP {response.status_code}: {response.text[:200]}"
+                timing.total = clock() - timing.t0
+                return timing
+            parts = []
+            for data in sse_data(response.iter_lines()):
+                event = json.loads(data)
+                if event["type"] == "response.output_text.delta":
+                    now = clock()
+                    if not timing.chunk_times:
+                        timing.ttft = now - timing.t0
+                    timing.chunk_times.append(now)
+                    parts.append(event["delta"])
+                elif event["type"] == "response.failed":
+                    timing.ok, timing.error = False, str(event["response"]["error"])[:200]
+                if event["type"] in ("response.completed", "response.failed", "response.incomplete"):
+                    break
+            timing.text = "".join(parts)
+        timing.total = clock() - timing.t0
+    except httpx.HTTPError as exc:
+        timing.ok, timing.error, timing.total = False, type(exc).__name__, clock() - timing.t0
+    return timing
+
+
 def _bootstrap_ci(values: list[float], iterations: int = 2000, seed: int = 7) -> tuple[float, float]:
     """95% bootstrap confidence interval of the median."""
     if len(values) < 5:
@@ -137,6 +182,7 @@ class Options:
     profile: Path | None = None
     only: list[str] | None = None
     alt_env: dict[str, str] = field(default_factory=dict)
+    responses: bool = True
 
 
 def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
@@ -154,6 +200,8 @@ def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
                 names += ["alt-nonstream", "alt-stream"]
             if opts.session:
                 names += ["floor-tokens-conv", "serve-stream-session", *CHAT_PATTERNS]
+            if opts.responses:
+                names += RESPONSES_PATHS
             if opts.only:
                 names = [name for name in names if name in opts.only]
             agents = {name: create_agent(direct, f"bench-oh-{rid}-{name}") for name in names}
@@ -186,6 +234,12 @@ def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
                 if key in proxies:
                     paths[f"{prefix}-nonstream"] = via(f"{prefix}-nonstream", proxies[key], False)
                     paths[f"{prefix}-stream"] = via(f"{prefix}-stream", proxies[key], True)
+            for name in RESPONSES_PATHS:
+                stream = name.endswith("-stream")
+                paths[name] = BenchPath(name, "floor-tokens" if stream else "floor-steps", stream,
+                                        lambda text, n=name, s=stream: proxy_response(http, serve.url,
+                                                                                      agents[n].name, text, stream=s),
+                                        serve.pid)
             if "serve-stream-session" in names or "floor-tokens-conv" in names:
                 conv_agent = agents.get("floor-tokens-conv")
                 if conv_agent is not None:
@@ -383,17 +437,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alt-env", action="append", default=[], metavar="NAME=VALUE",
                         help="also measure a second `letta-hayhooks serve` with this extra environment (paths "
                              "alt-nonstream / alt-stream), interleaved with the others: an A/B test of a setting")
+    parser.add_argument("--no-responses", action="store_true",
+                        help="skip the `serve-responses-*` paths (the same turns through POST /v1/responses)")
     parser.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")
+    parser.add_argument("--section", default="overhead", metavar="NAME",
+                        help="the RESULTS.md section --write replaces (another name keeps a partial run, e.g. "
+                             "`--only ... --section overhead-responses`, out of the full table)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="record the serve process with py-spy during the measured turns into this raw file "
                              "(and print a summary); the profiler perturbs the timings, so use a separate run")
     args = parser.parse_args(argv)
     markdown, data = run(Options(args.turns, args.warmup, not args.no_hayhooks_run, not args.no_session, args.profile,
-                                 args.only, dict(item.split("=", 1) for item in args.alt_env)))
+                                 args.only, dict(item.split("=", 1) for item in args.alt_env), not args.no_responses))
     if args.profile:
         print("\n## Profile of the serve process\n\n" + profile_summary(args.profile))
     print("\n## Machine\n\n" + machine_markdown(data["info"]) + "\n\n## Overhead\n\n" + markdown)
-    if args.write:
+    if args.write and args.section != "overhead":
+        paths = " ".join(args.only or [])
+        write_section(args.section, f"## Overhead: {args.section} (`python -m benchmarks.overhead --only {paths}`)\n\n"
+                      + markdown)
+    elif args.write:
         write_section("overhead", "## Overhead (`python -m benchmarks.overhead`)\n\n" + markdown)
         write_section("machine", "## Machine\n\n" + machine_markdown(data["info"]))
     return 0

@@ -12,19 +12,29 @@ import asyncio
 import contextlib
 import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from fastapi_openai_compat import ChatCompletion
+from fastapi_openai_compat import ChatCompletion, Response
 from hayhooks import BasePipelineWrapper, log
 from hayhooks.server.pipelines.registry import registry as hayhooks_registry
+from haystack.dataclasses import StreamingChunk
 from starlette.datastructures import Headers
 
 from letta_hayhooks.chat.pipeline import close_pipeline
-from letta_hayhooks.chat.service import AgentChat, SharedState
-from letta_hayhooks.errors import describe_exception
+from letta_hayhooks.chat.service import AgentChat, SharedState, http_error, reply_chunks
+from letta_hayhooks.errors import OpenAIError, describe_exception, invalid_request
 from letta_hayhooks.letta_access.catalog import AgentCatalog, AgentInfo, CatalogFilter
 from letta_hayhooks.letta_access.clients import LettaConnection
+from letta_hayhooks.openai_responses import (
+    ResponseEncoder,
+    encode_all,
+    item_reference,
+    parse_request,
+    response_id_for,
+    to_chat,
+)
 from letta_hayhooks.settings import Settings, get_settings
 from letta_hayhooks.tenants import Tenant, allows
 
@@ -43,6 +53,8 @@ def agent_model_object(info: AgentInfo) -> dict[str, Any]:
         "owned_by": "letta",
         "name": info.name,
         "letta_agent_id": info.id,
+        # what this model answers on (the openai SDKs read neither; it tells people and tools the Responses API works)
+        "supported_endpoints": ["/v1/chat/completions", "/v1/responses"],
     }
 
 
@@ -57,6 +69,7 @@ class AgentWrapper(BasePipelineWrapper):
         self.chat = chat
         # Hayhooks normally sets these flags when it loads a wrapper from a folder; these wrappers are built here
         self._is_run_chat_completion_async_implemented = True
+        self._is_run_response_async_implemented = True
 
     def setup(self) -> None:
         """The pipeline is built with the chat (one per agent)."""
@@ -67,6 +80,53 @@ class AgentWrapper(BasePipelineWrapper):
     ) -> ChatCompletion | AsyncGenerator:
         """Answer a chat completion for this agent (stream or not)."""
         return await self.chat.complete(model, messages, body, headers)
+
+    async def run_response_async(
+        self, model: str, input_items: list[dict], body: dict, headers: Headers | None = None
+    ) -> Response | AsyncGenerator:
+        """
+        Answer a Responses request on Hayhooks' stock route (plain `hayhooks run`).
+
+        That route builds the stream's events itself, under its own response id, from text and reasoning chunks, with
+        no usage and no `sequence_number`, and it wraps errors in `{"detail": ...}`; a non-stream answer is returned
+        whole (this server's id, output items, usage). It stores nothing, so `previous_response_id`, `conversation`
+        and references to earlier items are refused here: the `letta-hayhooks` server serves them (server/responses.py).
+        """
+        del input_items  # the body carries the same input
+        try:
+            return await _stock_response(self.chat, model, body, headers)
+        except OpenAIError as error:
+            raise http_error(error) from None
+
+
+async def _stock_response(
+    chat: AgentChat, model: str, body: dict[str, Any], headers: Headers | None
+) -> Response | AsyncGenerator:
+    parsed = parse_request(body)
+    if parsed.previous_response_id or parsed.conversation:
+        msg = ("'previous_response_id' and 'conversation' need the letta-hayhooks server (`letta-hayhooks serve`): "
+               "under plain `hayhooks run` send the whole history (chat identity finds the conversation).")
+        raise invalid_request(msg, param="previous_response_id" if parsed.previous_response_id else "conversation")
+    refs = [item_reference(ref) for ref in parsed.references]
+    if any(ref is None or ref[0] != "rs" for ref in refs):
+        msg = "Item references need the letta-hayhooks server (`letta-hayhooks serve`); send the items themselves."
+        raise invalid_request(msg, param="input", code="invalid_item_reference")
+    parsed.items = [item for item in parsed.items if item.get("type") != "item_reference"]
+    turn_input = to_chat(parsed, body)
+    turn = await chat.start_turn(model, turn_input.messages, turn_input.body, headers,
+                                 request_id=f"resp-{uuid.uuid4().hex}")
+    if not parsed.stream:
+        assert turn.reply is not None
+        encoder = ResponseEncoder(response_id_for((turn.reply.meta or {}).get("run_id")), model, parsed.echo)
+        return Response(**encode_all(encoder, reply_chunks(turn.reply)))
+
+    async def chunks() -> AsyncGenerator[StreamingChunk, None]:
+        async for chunk in turn.stream():
+            # the stock route turns text and reasoning into events; the run id and the end are its own business
+            if chunk.content or chunk.reasoning is not None or chunk.tool_calls:
+                yield chunk
+
+    return chunks()
 
 
 class AgentModels:

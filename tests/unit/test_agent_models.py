@@ -33,7 +33,8 @@ def test_agents_are_listed_with_their_creation_time_and_agent_id() -> None:
     listed = {obj["id"]: obj for obj in models.model_objects()}
     assert set(listed) == {"writer", "agent-2", "agent-3"}  # a shared name is not a usable model id
     assert listed["writer"] == {"id": "writer", "object": "model", "created": 1_700_000_000, "owned_by": "letta",
-                                "name": "writer", "letta_agent_id": "agent-1"}
+                                "name": "writer", "letta_agent_id": "agent-1",
+                                "supported_endpoints": ["/v1/chat/completions", "/v1/responses"]}
     assert listed["agent-2"]["name"] == "twin" and listed["agent-2"]["created"] == 1_700_000_100
 
 

@@ -152,3 +152,41 @@ async def test_an_idempotency_key_answers_a_repeat_once_and_refuses_a_different_
         await chat.answer("writer", other["messages"], other, {"idempotency-key": "k2"})
     assert (error.value.status, error.value.code) == (422, "idempotency_key_reused")
     assert len(pipeline.runs) == 1
+
+
+async def test_start_turn_gives_the_reply_or_the_live_chunks() -> None:
+    chat = make_chat(FakePipeline())
+    turn = await chat.start_turn("writer", body(False)["messages"], body(False), {})
+    assert turn.reply is REPLY and turn.chunks is None and chat.shared.load.inflight == 0
+    handle = FakeHandle(chunks())
+    chat = make_chat(FakePipeline(handle))
+    turn = await chat.start_turn("writer", body(True)["messages"], body(True), {})
+    seen = [chunk async for chunk in turn.stream()]
+    assert [c.content for c in seen] == ["Hello", " there", ""] and seen[-1].finish_reason == "stop"
+    assert chat.shared.load.inflight == 0 and not handle.closed  # ended normally: nothing to cancel
+
+
+async def test_a_reader_that_stops_early_cancels_the_run_and_frees_its_slot() -> None:
+    handle = FakeHandle(chunks(), stall=5.0)
+    chat = make_chat(FakePipeline(handle))
+    turn = await chat.start_turn("writer", body(True)["messages"], body(True), {"idempotency-key": "k3"})
+    assert turn.chunks is not None
+    first = await anext(turn.chunks)
+    assert first.content == "Hello" and chat.shared.load.inflight == 1
+    await turn.chunks.aclose()  # e.g. the Responses encoder's client went away between chunks
+    assert handle.closed and chat.shared.load.inflight == 0
+    again = await chat.answer("writer", body(False)["messages"], body(False), {"idempotency-key": "k3"})
+    assert again["choices"][0]["message"]["content"] == "Hello there"  # the key was released, not kept failed
+
+
+async def test_a_named_conversation_plans_its_own_lane_and_allows_tool_results_alone() -> None:
+    chat = make_chat(FakePipeline())
+    messages = [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "done"}]
+    request = {"model": "writer", "messages": messages}
+    turn = await chat.start_turn("writer", messages, request, {}, conversation_id="conv-1", require_user=False)
+    assert turn.plan.conversation_id == "conv-1" and turn.plan.lane == "conversation-conv-1"
+    assert not turn.plan.transcript_chat
+    with pytest.raises(OpenAIError):  # a chat request still needs a user message
+        await chat.start_turn("writer", messages, request, {})
