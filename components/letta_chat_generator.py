@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -125,6 +126,7 @@ class LettaChatGenerator(LettaComponent):
             )
 
         translator = new_translator()
+        at_letta: float | None = None  # time waiting for Letta's answer, for the turn's report
         announced = False
 
         async def emit(chunks: list[StreamingChunk]) -> None:
@@ -149,6 +151,7 @@ class LettaChatGenerator(LettaComponent):
             else:
                 turn = {"agent_id": agent_id, "conversation_id": conversation_id, "client_tools": client_tools,
                         "override_system": override_system, "stream_tokens": tokens}
+                letta_started = time.monotonic()
                 await self._stream_turn(translator, emit, event_observer, messages=messages, **turn)
                 if _waiting_for_approval(translator.outcome):
                     # an earlier client tool call got no result (the client sent a new message instead): deny it so
@@ -156,6 +159,7 @@ class LettaChatGenerator(LettaComponent):
                     denial = await self._deny_pending_client_calls(agent_id, conversation_id)
                     translator = new_translator()
                     await self._stream_turn(translator, emit, event_observer, messages=[denial, *messages], **turn)
+                at_letta = time.monotonic() - letta_started
         finally:
             if ephemeral and conversation_id != DEFAULT_CONVERSATION:
                 await asyncio.shield(self._delete_conversation(conversation_id))
@@ -175,8 +179,8 @@ class LettaChatGenerator(LettaComponent):
         await emit(final_chunks)
         return {
             "replies": [
-                translator.reply(meta={"agent_id": agent_id, "conversation_id": conversation_id, "replayed": replay
-                                       is not None})
+                translator.reply(meta={"agent_id": agent_id, "conversation_id": conversation_id,
+                                       "replayed": replay is not None, "seconds_at_letta": at_letta})
             ]
         }
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from haystack import component, logging
 
+from letta_hayhooks import telemetry
 from letta_hayhooks.errors import describe_exception
 from letta_hayhooks.letta_access.component_base import LettaComponent
 from letta_hayhooks.letta_access.conversations import agent_param
@@ -175,7 +176,7 @@ class PromptOverlay(LettaComponent):
         label = overlay_label(session_scope)
         if not self.enabled or not system_prompt or not system_prompt.strip():
             if not ephemeral:
-                await self._drop(label)
+                await self._drop(label, agent_id)
             return {"override_system": None}
         value = normalize_prompt(system_prompt)
         if not ephemeral:
@@ -224,6 +225,8 @@ class PromptOverlay(LettaComponent):
         now = time.time()
         metadata = {"letta_hayhooks": {"agent_id": agent_id, "session_scope": scope, "sha256": digest,
                                        "last_used": now}}
+        telemetry.count_overlay_write(agent_id, "created" if stored.block_id is None else
+                                      "updated" if value_changed else "touched")
         if stored.block_id is None:
             block = await client.blocks.create(
                 label=label, value=value, limit=max(len(value), 1), read_only=True, description=_DESCRIPTION,
@@ -238,7 +241,7 @@ class PromptOverlay(LettaComponent):
         stored.digest = digest
         stored.touched = now
 
-    async def _drop(self, label: str) -> None:
+    async def _drop(self, label: str, agent_id: str = "") -> None:
         stored = self._blocks.get(label)
         if stored is not None and stored.block_id is None:
             return  # known to have no block
@@ -247,6 +250,7 @@ class PromptOverlay(LettaComponent):
                 stored = await self._find(label)
             if stored.block_id is not None:
                 await self.client.blocks.delete(stored.block_id)
+                telemetry.count_overlay_write(agent_id, "deleted")
                 logger.info("Removed the system prompt block {label}", label=label)
             self._blocks.remember(label, _StoredBlock(block_id=None, digest=None))
         except Exception as exc:  # noqa: BLE001

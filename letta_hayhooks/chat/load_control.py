@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -35,6 +35,9 @@ class LoadController:
         self._sessions: dict[str, _SessionGate] = {}
         self.inflight = 0
         self.rejected = 0
+        self.waiting: dict[str, int] = {}  # per agent: requests waiting for their slots
+        self.inflight_by_agent: dict[str, int] = {}  # per agent: turns holding their slots
+        self.on_load: Callable[[str, int, int], None] | None = None  # (agent, waiting, in flight), for metrics
 
     async def acquire(self, agent_id: str, session: str) -> Ticket:
         """
@@ -49,22 +52,31 @@ class LoadController:
             raise rate_limited(msg, self.queue_wait or 1)
         deadline = time.monotonic() + self.queue_wait
         gate.waiting += 1
+        self._count(agent_id, waiting=1)
         try:
             await self._acquire(gate.lock, deadline, "Another request for this session is still in progress.")
+            ticket = Ticket(self, session, gate, agent_id)
+            try:
+                agent_slots = self._agents.setdefault(agent_id, asyncio.Semaphore(self.max_inflight_per_agent))
+                await self._acquire(agent_slots, deadline, "Too many turns in progress for this agent.")
+                ticket.agent_slots = agent_slots
+                await self._acquire(self._global, deadline, "Too many turns in progress.")
+                ticket.global_slot = True
+            except BaseException:
+                ticket.release()
+                raise
         finally:
             gate.waiting -= 1
-        ticket = Ticket(self, session, gate)
-        try:
-            agent_slots = self._agents.setdefault(agent_id, asyncio.Semaphore(self.max_inflight_per_agent))
-            await self._acquire(agent_slots, deadline, "Too many turns in progress for this agent.")
-            ticket.agent_slots = agent_slots
-            await self._acquire(self._global, deadline, "Too many turns in progress.")
-            ticket.global_slot = True
-        except BaseException:
-            ticket.release()
-            raise
+            self._count(agent_id, waiting=-1)
         self.inflight += 1
+        self._count(agent_id, inflight=1)
         return ticket
+
+    def _count(self, agent_id: str, *, waiting: int = 0, inflight: int = 0) -> None:
+        self.waiting[agent_id] = self.waiting.get(agent_id, 0) + waiting
+        self.inflight_by_agent[agent_id] = self.inflight_by_agent.get(agent_id, 0) + inflight
+        if self.on_load is not None:
+            self.on_load(agent_id, self.waiting[agent_id], self.inflight_by_agent[agent_id])
 
     @asynccontextmanager
     async def turn(self, agent_id: str, session: str) -> AsyncIterator[None]:
@@ -92,10 +104,11 @@ class LoadController:
 class Ticket:
     """The slots one turn holds; `release()` is idempotent and synchronous (safe from finalizers)."""
 
-    def __init__(self, controller: LoadController, session: str, gate: _SessionGate) -> None:
+    def __init__(self, controller: LoadController, session: str, gate: _SessionGate, agent_id: str = "") -> None:
         self._controller = controller
         self._session = session
         self._gate = gate
+        self._agent_id = agent_id
         self.agent_slots: asyncio.Semaphore | None = None
         self.global_slot = False
         self._released = False
@@ -108,6 +121,7 @@ class Ticket:
         controller = self._controller
         if self.global_slot:
             controller.inflight -= 1
+            controller._count(self._agent_id, inflight=-1)
             controller._global.release()
         if self.agent_slots is not None:
             self.agent_slots.release()

@@ -27,6 +27,7 @@ from hayhooks import log
 from hayhooks.events import create_status_event
 from haystack.dataclasses import ChatMessage, ReasoningContent, StreamingChunk, ToolCallDelta
 
+from letta_hayhooks import telemetry
 from letta_hayhooks.chat.debug_trace import DebugTrace
 from letta_hayhooks.chat.drain import Drain, shutting_down
 from letta_hayhooks.chat.idempotency import IdempotencyStore
@@ -45,6 +46,8 @@ from letta_hayhooks.settings import Settings
 from letta_hayhooks.tenants import Tenant
 from letta_hayhooks.turn_plan import TurnPlan, plan_turn
 
+# Outputs a turn reads besides its reply: the session resolver's (the conversation's fate, for the turn's report).
+_OUTPUTS = frozenset({"generator", "session"})
 # Transcripts up to this many messages and characters are checked on the event loop (well under a millisecond).
 _INLINE_MESSAGES = 200
 _INLINE_TEXT = 256 * 1024
@@ -106,6 +109,7 @@ class AgentChat:
         self.agent_id = agent_id
         self.model_id = model_id
         self.shared = shared
+        shared.models[agent_id] = model_id
         built = agent_pipeline or build_agent_pipeline(settings)
         self.pipeline = built.pipeline
         self.compiled_prompts = built.compiled_prompts
@@ -158,6 +162,7 @@ class AgentChat:
         conversation_id: str | None = None,
         seed_history: bool = False,
         require_user: bool = True,
+        route: str = "chat",
     ) -> Turn:
         """
         Validate, plan and run one turn, whatever wire it came on; the wire's encoder turns the `Turn` into bytes.
@@ -173,9 +178,11 @@ class AgentChat:
         :param seed_history: With `conversation_id`, a conversation made just now: the transcript before the new
             turn is sent as its context.
         :param require_user: Refuse a transcript without a user message (a continuation may carry tool results only).
+        :param route: The API the turn came on (`chat`, `responses`), for the turn's log line and metrics.
         :raises OpenAIError: for every refusal or failure before the turn's answer (or first chunk) is there.
         """
         settings = self.settings
+        started = time.monotonic()
         request_id = request_id or f"chatcmpl-{uuid.uuid4().hex}"
         limits = RequestLimits.from_settings(settings)
 
@@ -205,27 +212,53 @@ class AgentChat:
             if not owner:
                 reply = await asyncio.shield(future)
                 log.info("Repeated request: answering with the first request's outcome")
+                report = _TurnClock(request_id, plan, route, started)
+                self._report(report, reply=reply, fate="replayed")
                 return Turn(request_id, request, plan, trace, reply=reply, repeated=True)
 
+        clock = _TurnClock(request_id, plan, route, started)
         try:
             if request.stream:
-                return await self._start_stream(request, plan, request_id, data, trace, slot)
-            reply, completion = await self._run(data, plan.lane)
+                return await self._start_stream(request, plan, request_id, data, trace, slot, clock)
+            reply, completion, fate = await self._run(data, plan.lane)
         except OpenAIError as error:
             if slot is not None:
                 self.shared.idempotency.fail(slot, error)
             trace.error(error)
+            self._report(clock, error=error)
             raise
         except BaseException:
             # cancelled (client gone) or a bug: a retry with the same key must run again, not wait forever
             if slot is not None:
                 self.shared.idempotency.fail(slot, OpenAIError(499, "The request was abandoned.",
                                                                type="server_error", code="cancelled"))
+            telemetry.count_rejected("cancelled", self.model_id)
             raise
         if slot is not None:
             self.shared.idempotency.resolve(slot, reply)
         trace.completion(completion)
+        self._report(clock, reply=reply, fate=fate)
         return Turn(request_id, request, plan, trace, reply=reply, completion=completion)
+
+    def _report(self, clock: _TurnClock, *, reply: ChatMessage | None = None, error: OpenAIError | None = None,
+                fate: str | None = None, ttft: float | None = None) -> None:
+        """The turn's log line and metrics (ids, counts, durations and codes only)."""
+        meta = (reply.meta or {}) if reply is not None else {}
+        usage = meta.get("usage") or {}
+        if error is not None and error.code in ("letta_timeout",):
+            telemetry.count_rejected("turn_timeout", self.model_id)
+        elif error is not None and error.code == "server_shutting_down":
+            telemetry.count_rejected("shutting_down", self.model_id)
+        telemetry.report_turn(telemetry.TurnReport(
+            request_id=clock.request_id, agent_id=self.agent_id, model=self.model_id, route=clock.route,
+            session_source=clock.plan.session_source, conversation_id=meta.get("conversation_id"),
+            fate=fate or clock.plan.fate or None, letta_run_id=meta.get("run_id"),
+            stop_reason=meta.get("stop_reason"), prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"), seconds_at_letta=meta.get("seconds_at_letta"),
+            seconds_total=time.monotonic() - clock.started, ttft_seconds=ttft,
+            outcome=telemetry.outcome_of(error.status if error else None, error.code if error else None),
+            error_code=error.code if error else None,
+        ))
 
     @staticmethod
     def _pipeline_inputs(
@@ -248,11 +281,11 @@ class AgentChat:
             "adapter": {"model": model, "completion_id": completion_id},
         }
 
-    async def _run(self, data: dict[str, Any], lane: str) -> tuple[ChatMessage, dict[str, Any]]:
+    async def _run(self, data: dict[str, Any], lane: str) -> tuple[ChatMessage, dict[str, Any], str | None]:
         async with self.shared.load.turn(self.agent_id, lane):
             try:
                 async with asyncio.timeout(self.settings.turn_timeout):
-                    result = await self.pipeline.run_async(data, include_outputs_from={"generator"})
+                    result = await self.pipeline.run_async(data, include_outputs_from=_OUTPUTS)
             except TimeoutError:
                 raise upstream_timeout() from None
             except OpenAIError:
@@ -261,7 +294,7 @@ class AgentChat:
                 raise _unwrap(exc) from None
         reply = result["generator"]["replies"][0]
         self._after_turn(reply)
-        return reply, result["adapter"]["completion"]
+        return reply, result["adapter"]["completion"], (result.get("session") or {}).get("fate")
 
     def _after_turn(self, reply: ChatMessage) -> None:
         if (reply.meta or {}).get("server_tool_calls"):
@@ -305,21 +338,27 @@ class AgentChat:
         data: dict[str, Any],
         trace: DebugTrace,
         slot: str | None,
+        clock: _TurnClock,
     ) -> Turn:
         """
-        Start the turn and wait for its first chunk before answering.
+        Start the turn and wait for its first chunk of the answer before answering.
 
-        Errors found before anything is streamed (bad tool ids, Letta down) still get a proper HTTP status.
+        Errors found before anything is streamed (bad tool ids, Letta down, the model provider failing) still get a
+        proper HTTP status: the chunks that only announce the Letta run are held back until the answer begins.
         """
         ticket = await self.shared.load.acquire(self.agent_id, plan.lane)
         if self.shared.drain.draining:  # it waited for its slot while the server began to stop
             ticket.release()
             raise shutting_down()
         deadline = time.monotonic() + self.settings.turn_timeout
-        handle = self.pipeline.stream(data, streaming_components=["generator"], include_outputs_from={"generator"})
+        handle = self.pipeline.stream(data, streaming_components=["generator"], include_outputs_from=_OUTPUTS)
         iterator = handle.__aiter__()
+        leading: list[StreamingChunk] = []
         try:
             first = await _next(iterator, deadline)
+            while first is not None and _announces_only(first):
+                leading.append(first)
+                first = await _next(iterator, deadline)
         except BaseException as exc:
             await handle.aclose()
             ticket.release()
@@ -328,17 +367,17 @@ class AgentChat:
             if isinstance(exc, Exception):
                 raise _unwrap(exc) from None
             raise
-        run = _LiveRun(ticket, handle, self.shared.idempotency, slot)
-        chunks = self._live_chunks(run, iterator, first, deadline, trace)
+        run = _LiveRun(ticket, handle, self.shared.idempotency, slot, clock)
+        chunks = self._live_chunks(run, iterator, [*leading, first], deadline, trace)
         # a stream that is never iterated (client gone before the first byte) must still free its slots and run
         weakref.finalize(chunks, run.abandon)
         return Turn(request_id, request, plan, trace, chunks=chunks)
 
-    async def _live_chunks(
+    async def _live_chunks(  # noqa: PLR0912 - one loop that must end the turn correctly on every path
         self,
         run: _LiveRun,
         iterator: AsyncIterator[StreamingChunk],
-        first: StreamingChunk | None,
+        opening: list[StreamingChunk | None],
         deadline: float,
         trace: DebugTrace,
     ) -> AsyncGenerator[StreamingChunk, None]:
@@ -349,14 +388,19 @@ class AgentChat:
         """
         server_tools = False
         failed: OpenAIError | None = None
+        reply: ChatMessage | None = None
+        ttft: float | None = None
         open_stream = self.shared.drain.track()  # a server shutdown may end it early, with an error event
         try:
-            chunk = first
+            pending = list(opening)
+            chunk = pending.pop(0)
             while chunk is not None:
                 if (chunk.meta or {}).get("tool_activity") is not None:
                     server_tools = True
+                if ttft is None and (chunk.content or chunk.reasoning or chunk.tool_calls):
+                    ttft = time.monotonic() - run.clock.started
                 yield chunk
-                chunk = await open_stream.watch(_next(iterator, deadline))
+                chunk = pending.pop(0) if pending else await open_stream.watch(_next(iterator, deadline))
             reply = run.handle.result["generator"]["replies"][0]
             if run.slot is not None:
                 self.shared.idempotency.resolve(run.slot, reply)
@@ -379,6 +423,11 @@ class AgentChat:
             open_stream.close()
             if server_tools:
                 self.compiled_prompts.invalidate(self.agent_id)
+            if failed is not None and failed.code == "cancelled":
+                telemetry.count_rejected("cancelled", self.model_id)
+            # the pipeline's result exists only once it finished (reading it earlier raises)
+            fate = (run.handle.result.get("session") or {}).get("fate") if reply is not None else None
+            self._report(run.clock, reply=reply, error=failed, fate=fate, ttft=ttft)
         if failed is not None:
             raise failed
 
@@ -455,14 +504,33 @@ class Turn:
         return _iterate(reply_chunks(self.reply))
 
 
+@dataclass(frozen=True)
+class _TurnClock:
+    """What a turn's report needs from its start."""
+
+    request_id: str
+    plan: TurnPlan
+    route: str
+    started: float
+
+
+def _announces_only(chunk: StreamingChunk) -> bool:
+    """A chunk that only announces the Letta run (its id in `meta`), before the answer begins."""
+    meta = chunk.meta or {}
+    return not (chunk.content or chunk.reasoning or chunk.tool_calls or chunk.finish_reason) and \
+        "tool_activity" not in meta
+
+
 class _LiveRun:
     """What a live stream holds until it ends: its load slots, the pipeline run, its idempotency slot."""
 
-    def __init__(self, ticket: Ticket, handle: Any, idempotency: IdempotencyStore, slot: str | None) -> None:
+    def __init__(self, ticket: Ticket, handle: Any, idempotency: IdempotencyStore, slot: str | None,
+                 clock: _TurnClock) -> None:
         self.ticket = ticket
         self.handle = handle
         self.idempotency = idempotency
         self.slot = slot
+        self.clock = clock
         self.settled = False
 
     def settle(self) -> None:
@@ -552,3 +620,6 @@ class SharedState:
             queue_wait=settings.session_queue_wait,
         )
         self.drain = Drain(settings.shutdown_grace)  # begun when the server stops
+        self.models: dict[str, str] = {}  # agent id -> served model id (the metrics' label)
+        self.load.on_load = lambda agent_id, waiting, inflight: telemetry.set_queue(
+            self.models.get(agent_id, agent_id), waiting, inflight)

@@ -328,7 +328,7 @@ class ResponsesEndpoint:
         headers = Headers(scope=request.scope)
         turn = await chat.start_turn(parsed.model, turn_input.messages, turn_input.body, headers, tenant=tenant,
                                      request_id=f"resp-{uuid.uuid4().hex}", conversation_id=conversation_id,
-                                     seed_history=seed, require_user=conversation_id is None)
+                                     seed_history=seed, require_user=conversation_id is None, route="responses")
         if parsed.stream:
             return await self._stream(turn, chat, parsed, own, tenant)
         assert turn.reply is not None

@@ -70,8 +70,6 @@ def test_mid_stream_the_error_event_says_the_same(server: Server, agent, directi
     assert f"scripted failure {directive[5:]}" in failure.value.message
 
 
-@pytest.mark.xfail(strict=True, reason="the chat service answers a stream's headers at Letta's first ping, before "
-                   "the provider fails: it has to wait for the first chunk that is not a ping (chat/service.py)")
 def test_a_stream_that_fails_before_any_content_gets_the_http_status(server: Server, agent) -> None:
     sdk = openai.OpenAI(base_url=server.v1, api_key="unused", max_retries=0, timeout=60)
     with pytest.raises(openai.RateLimitError):
@@ -107,6 +105,12 @@ def test_json_log_and_metrics_of_a_running_server(letta_backend: Backend, server
     (created,) = [r for r in records if "-> new conversation" in r["message"]]
     assert created["level"] == "INFO" and created["conversation_id"].startswith("conv-")
     assert created["logger"] == "letta_hayhooks.components.session_resolver" and created["request_id"]
+    # one line per turn: its conversation and what happened to it, ids and numbers only
+    (turn,) = [r for r in records if r.get("event") == "turn"]
+    assert turn["conversation_id"] == created["conversation_id"] and turn["fate"] == "new"
+    assert turn["session_source"] == "header" and turn["outcome"] == "ok" and turn["letta_run_id"].startswith("run-")
+    assert turn["prompt_tokens"] > 0 and turn["seconds_total"] >= turn["seconds_at_letta"] > 0
+    assert metric(scraped.text, "letta_hayhooks_turns_total", route="chat", outcome="ok") >= 1
     access = [r for r in records if r["logger"] == "uvicorn.access" and "/v1/chat/completions" in r["message"]]
     assert access and access[0]["request_id"] == created["request_id"]
     assert "OBS-SECRET-TEXT" not in log and "\x1b[" not in log

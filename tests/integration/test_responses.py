@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from letta_hayhooks.openai_responses import run_id_of
-from tests.conftest import Backend, Server
+from tests.conftest import Backend, Server, wait_for_model
 
 pytestmark = pytest.mark.integration
 
@@ -157,11 +157,23 @@ def test_store_false_with_the_whole_history_is_one_conversation_without_repeats(
     assert user_messages(letta_backend, conversation_id) == [f"first {marker}", f"RECALL?{marker}"]
 
 
-def test_a_failure_mid_stream_ends_with_response_failed_only(sdk, agent) -> None:
-    with sdk.responses.stream(model=agent.name, input="FAIL:500") as stream:
+def test_a_failure_mid_stream_ends_with_response_failed_only(letta_backend: Backend, server_factory, agent) -> None:
+    # the answer starts, then the turn runs out of time (one character every 300 ms, a 2 s turn timeout)
+    impatient = server_factory(letta_backend.base_url, extra_env={"LETTA_HAYHOOKS_TURN_TIMEOUT": "2"})
+    wait_for_model(impatient.url, agent.name)
+    client = openai.OpenAI(base_url=impatient.v1, api_key="unused", max_retries=0, timeout=60)
+    with client.responses.stream(model=agent.name, input="DRIP:300:a slow answer that will not end in time") as stream:
         types = [event.type for event in stream]
-    assert types[0] == "response.created" and types[-1] == "response.failed"
-    assert "response.completed" not in types
+    assert types[0] == "response.created" and "response.output_text.delta" in types
+    assert types[-1] == "response.failed" and "response.completed" not in types
+
+
+def test_a_failure_before_the_answer_begins_is_an_http_error(sdk, agent) -> None:
+    # the provider fails before any content: the status reaches the client as an OpenAI error object
+    with pytest.raises(openai.InternalServerError) as failed, sdk.responses.stream(model=agent.name,
+                                                                                  input="FAIL:500") as stream:
+        list(stream)
+    assert failed.value.status_code == 502 and failed.value.body["code"] == "llm_api_error"
 
 
 def test_errors_are_openai_error_objects(server: Server, sdk, agent) -> None:
