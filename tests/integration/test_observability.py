@@ -5,6 +5,7 @@ uvicorn workers) and one trace per request with the Letta call in it and `tracep
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -256,3 +257,45 @@ async def test_one_trace_per_request_with_the_letta_call_inside(traced_app, agen
     # no message text on any span
     for span in spans:
         assert "TRACE-SECRET" not in json.dumps(dict(span.attributes or {}), default=str), span.name
+
+
+def test_metrics_after_a_scripted_workload(letta_backend: Backend, server_factory, agent) -> None:
+    # a server of its own, so the counters start at zero: short turn timeout, no session queue (a second request on
+    # a busy session is a 429 at once)
+    served = server_factory(letta_backend.base_url, extra_env={"LETTA_HAYHOOKS_TURN_TIMEOUT": "2",
+                                                              "LETTA_HAYHOOKS_SESSION_QUEUE_DEPTH": "0"})
+    wait_for_model(served.url, agent.name)
+
+    def post(content: str, session: str, **kwargs) -> httpx.Response:
+        return httpx.post(f"{served.v1}/chat/completions", timeout=60, headers={"X-Session-Id": session},
+                          json={"model": agent.name, "messages": [{"role": "user", "content": content}], **kwargs})
+
+    run = uuid.uuid4().hex[:6]
+    assert post("one", f"ok-{run}").status_code == 200  # a new session
+    assert post("two", f"ok2-{run}", stream=True).status_code == 200
+    assert post("FAIL:500", f"fail-{run}").status_code == 502  # the provider fails
+    assert post("SLOW:4000:late", f"slow-{run}").status_code == 504  # past the 2 s turn timeout
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # a second request on a busy session
+        busy = pool.submit(post, "SLOW:1000:busy", f"busy-{run}")
+        time.sleep(0.3)
+        refused = pool.submit(post, "me too", f"busy-{run}")
+        assert sorted([busy.result().status_code, refused.result().status_code]) == [200, 429]
+    with httpx.stream("POST", f"{served.v1}/chat/completions", timeout=60, headers={"X-Session-Id": f"gone-{run}"},
+                      json={"model": agent.name, "stream": True,
+                            "messages": [{"role": "user", "content": "DRIP:200:a long answer nobody reads"}]}) as gone:
+        next(gone.iter_lines())  # the client hangs up after the first line
+    time.sleep(1.5)  # the cancelled turn is reported when its run is closed
+
+    text = httpx.get(f"{served.url}/metrics", timeout=30).text
+    turns = {outcome: metric(text, "letta_hayhooks_turns_total", model=agent.name, outcome=outcome)
+             for outcome in ("ok", "error", "timeout", "rate_limited", "cancelled")}
+    assert turns == {"ok": 3, "error": 1, "timeout": 1, "rate_limited": 1, "cancelled": 1}
+    assert metric(text, "letta_hayhooks_turn_duration_seconds_count", model=agent.name) == sum(turns.values())
+    assert metric(text, "letta_hayhooks_time_to_first_token_seconds_count", model=agent.name) >= 1
+    assert metric(text, "letta_hayhooks_turn_outside_letta_seconds_count", model=agent.name) >= 3
+    assert metric(text, "letta_hayhooks_rejected_total", model=agent.name, kind="turn_timeout") == 1
+    assert metric(text, "letta_hayhooks_rejected_total", model=agent.name, kind="cancelled") >= 1
+    assert metric(text, "letta_hayhooks_session_turns_total", model=agent.name, fate="new") >= 3
+    assert metric(text, "letta_hayhooks_letta_errors_total", model=agent.name) == 1
+    assert metric(text, "letta_hayhooks_tokens_total", model=agent.name, kind="prompt") > 0
+    assert metric(text, "letta_hayhooks_inflight_turns", model=agent.name) == 0
