@@ -35,8 +35,15 @@ EPHEMERAL_SUMMARY = "letta-hayhooks ephemeral"
 _HISTORY_WINDOW = 30
 # A head not recorded yet (the conversation's first answer is on its way).
 PENDING = "pending"
-# How long a head written by another process may take to reach Letta (its write follows the answer).
+# How long a head written by another process may take to reach Letta (its write follows the answer): one wait, or
+# up to 40 for a turn of tool results.
 _HEAD_SETTLE_SECONDS = 0.05
+_TOOL_TURN_SETTLE_ATTEMPTS = 40
+
+
+def _settle_attempts(messages: list[dict[str, Any]], first_new: int) -> int:
+    tool_turn = first_new < len(messages) and messages[first_new].get("role") == "tool"
+    return _TOOL_TURN_SETTLE_ATTEMPTS if tool_turn else 1
 
 
 def chat_summary(scope: str, prev: str, head: str) -> str:
@@ -256,11 +263,14 @@ class SessionResolver(LettaComponent):
             if conversation_id is None:
                 await self.heads.settled(plan.scope)  # Letta's heads must include this process's own last writes
                 conversation_id = await self._find_chat(agent_id, plan.scope, "head", digests.history)
-            if conversation_id is None:
-                # the process that served the last answer may still be writing its head: look once more before
-                # starting a branch (this wait is paid only on the way to a branch)
+            # the process that served the last answer may still be writing its head: look again before starting a
+            # branch (paid only on the way to a branch). Tool results answer calls made a moment ago, by a client
+            # that answers at once: a branch is almost never meant there, so wait longer for that head.
+            for _ in range(_settle_attempts(messages, plan.first_new) if conversation_id is None else 0):
                 await asyncio.sleep(_HEAD_SETTLE_SECONDS)
                 conversation_id = await self._find_chat(agent_id, plan.scope, "head", digests.history)
+                if conversation_id is not None:
+                    break
         if conversation_id is not None:
             fate, seed = "continued", []
             letta_messages = self._new_messages(messages, new_positions, plan.otids, conversation_id)
@@ -324,7 +334,7 @@ class SessionResolver(LettaComponent):
         if history is not None and not created and head not in (None, PENDING, history) and not plan.retry:
             # another process may have moved the session since this one cached its head: ask Letta before branching
             await self.heads.settled(plan.scope)
-            head = await self._session_head(conversation_id, plan.scope, history)
+            head = await self._session_head(conversation_id, plan.scope, history, messages, plan.first_new)
         if history is not None and (created or (head not in (None, PENDING, history) and not plan.retry)):
             if not created:
                 # the client's history left the session's (a regenerate, an edit): the session moves to a new
@@ -383,10 +393,12 @@ class SessionResolver(LettaComponent):
         matches.sort(key=lambda c: (c.created_at or 0, c.id))
         return matches[0].id, parse_session_summary(matches[0].summary)[3]
 
-    async def _session_head(self, conversation_id: str, scope: str, history: str) -> str | None:
+    async def _session_head(
+        self, conversation_id: str, scope: str, history: str, messages: list[dict[str, Any]], first_new: int
+    ) -> str | None:
         """The session's head as Letta has it now (waiting once for a head that may still be being written)."""
         head = None
-        for attempt in range(2):
+        for attempt in range(1 + _settle_attempts(messages, first_new)):
             if attempt:
                 await asyncio.sleep(_HEAD_SETTLE_SECONDS)
             conversation = await self.client.conversations.retrieve(conversation_id)

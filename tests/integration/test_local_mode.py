@@ -136,11 +136,13 @@ def test_failed_install_is_one_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "failed" in result.stderr and "Error:" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    assert len(result.stderr.strip().splitlines()) <= 3
+    # progress lines off a terminal are timestamped; the error itself is one short message
+    problem = [line for line in result.stderr.strip().splitlines() if not line[:4].isdigit()]
+    assert len(problem) <= 3, result.stderr
 
 
 def test_remote_mode_never_starts_letta(tmp_path: Path) -> None:
     env = local_env(tmp_path / "data", free_port(), LETTA_BASE_URL="http://127.0.0.1:9")
     status = json.loads(run_cli(["status", "--json"], env, ROOT).stdout)
-    assert status["mode"] == "remote" and status["letta_url"] == "http://127.0.0.1:9"
+    assert status["mode"].startswith("remote") and status["letta_url"] == "http://127.0.0.1:9"
     assert not (tmp_path / "data").exists()

@@ -124,13 +124,17 @@ def test_a_tool_call_is_answered_through_the_other_replica(stack: Stack, agent) 
     messages += [{"role": "assistant", "content": final.choices[0].message.content},
                  {"role": "user", "content": "thanks"}]
     assert answer(p1, agent.name, messages, stream=True, tools=[WEATHER]) == "You said: thanks"
-    # the same result sent again (through either replica) is refused, not run twice
-    again = httpx.post(f"{stack.proxies[0].v1}/chat/completions", headers={"X-Session-Id": key}, timeout=60,
-                       json={"model": agent.name, "messages": messages[:3], "tools": [WEATHER]})
-    assert again.status_code == 400, again.text
     (conversation,) = session_conversations(stack, agent.id, key)
     expected = ['CALL get_weather {"city": "Paris"}', "thanks"]
     assert user_messages(stack, conversation.id, 1, expected) == expected
+    # the same result sent again (through either replica) after the chat moved on is not run twice in the session's
+    # conversation: its history left the session's, so it is answered in a branch seeded with that history
+    again = httpx.post(f"{stack.proxies[0].v1}/chat/completions", headers={"X-Session-Id": key}, timeout=60,
+                       json={"model": agent.name, "messages": messages[:3], "tools": [WEATHER]})
+    assert again.status_code == 200, again.text
+    assert user_messages(stack, conversation.id, 1, expected) == expected
+    (branch,) = session_conversations(stack, agent.id, key)
+    assert branch.id != conversation.id
 
 
 def test_an_agent_made_on_one_letta_is_served_by_both(stack: Stack) -> None:
