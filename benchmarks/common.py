@@ -144,8 +144,9 @@ def busy_processes(exclude: set[int], sample: float = 1.0, threshold: float = 3.
         with contextlib.suppress(psutil.Error):
             pct = proc.cpu_percent(None)
             if pct >= threshold:
-                cmd = " ".join(proc.cmdline()[:3])[:80]
-                busy.append(f"pid {proc.pid} {proc.info['name']} ({pct:.0f}% CPU: {cmd})")
+                # program names only: command lines name the machine's own paths, which RESULTS.md must not carry
+                programs = " ".join(Path(part).name for part in proc.cmdline()[:2])[:60]
+                busy.append(f"pid {proc.pid} {proc.info['name']} ({pct:.0f}% CPU: {programs})")
     return busy
 
 
