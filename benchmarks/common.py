@@ -357,6 +357,17 @@ class Timing:
     chunk_times: list[float] = field(default_factory=list)  # arrival of every content delta
 
 
+def http_failed(timing: Timing, response: httpx.Response) -> bool:
+    """Record a non-200 answer on `timing` (its body read, its end time set); True when the request failed."""
+    if response.status_code == 200:
+        return False
+    response.read()
+    timing.ok, timing.error = False, f"HTTP {response.status_code}: {response.text[:200]}"
+    if math.isnan(timing.total):
+        timing.total = clock() - timing.t0
+    return True
+
+
 def sse_data(lines: Iterator[str]) -> Iterator[str]:
     """The `data:` payloads of an SSE stream."""
     for line in lines:
@@ -364,7 +375,7 @@ def sse_data(lines: Iterator[str]) -> Iterator[str]:
             yield line[5:].strip()
 
 
-def proxy_chat(client: httpx.Client, url: str, model: str, text: str, *, stream: bool,  # noqa: PLR0912
+def proxy_chat(client: httpx.Client, url: str, model: str, text: str, *, stream: bool,
                headers: dict[str, str] | None = None, history: list[dict] | None = None) -> Timing:
     """
     One chat completion through a letta-hayhooks server (raw httpx: no SDK cost in the measurement).
@@ -378,18 +389,13 @@ def proxy_chat(client: httpx.Client, url: str, model: str, text: str, *, stream:
         if not stream:
             response = client.post(f"{url}/v1/chat/completions", json=body, headers=headers)
             timing.total = clock() - timing.t0
-            if response.status_code != 200:
-                timing.ok, timing.error = False, f"HTTP {response.status_code}: {response.text[:200]}"
-            else:
+            if not http_failed(timing, response):
                 timing.text = response.json()["choices"][0]["message"]["content"] or ""
                 if history is not None:
                     history += [{"role": "user", "content": text}, {"role": "assistant", "content": timing.text}]
             return timing
         with client.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers) as response:
-            if response.status_code != 200:
-                response.read()
-                timing.ok, timing.error = False, f"HTTP {response.status_code}: {response.text[:200]}"
-                timing.total = clock() - timing.t0
+            if http_failed(timing, response):
                 return timing
             parts = []
             for data in sse_data(response.iter_lines()):

@@ -43,6 +43,7 @@ from benchmarks.common import (
     cpu_seconds,
     create_agent,
     environment_note,
+    http_failed,
     letta_server,
     letta_turn,
     machine_info,
@@ -132,17 +133,12 @@ def proxy_response(client: httpx.Client, url: str, model: str, text: str, *, str
         if not stream:
             response = client.post(f"{url}/v1/responses", json=body)
             timing.total = clock() - timing.t0
-            if response.status_code != 200:
-                timing.ok, timing.error = False, f"HTTP {response.status_code}: {response.text[:200]}"
-            else:
+            if not http_failed(timing, response):
                 timing.text = "".join(part["text"] for item in response.json()["output"] if item["type"] == "message"
                                       for part in item["content"])
             return timing
         with client.stream("POST", f"{url}/v1/responses", json=body) as response:
-            if response.status_code != 200:
-                response.read()
-                timing.ok, timing.error = False, f"HTTP {response.status_code}: {response.text[:200]}"
-                timing.total = clock() - timing.t0
+            if http_failed(timing, response):
                 return timing
             parts = []
             for data in sse_data(response.iter_lines()):

@@ -27,6 +27,10 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from letta_hayhooks.settings import Settings
 
 KIT_DIR = Path(__file__).resolve().parent / "kit"
 LETTA_VERSION = "0.16.8"
@@ -410,18 +414,27 @@ def terminate(process: subprocess.Popen | None, grace: float = 10.0, sig: int = 
         process.wait(5)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`install` or `start` from the command line (paths and port from the settings, as local mode uses them)."""
+def venv_from_settings() -> tuple[Settings, Path, LettaVenv] | None:
+    """For the command lines: the settings, the data directory and the Letta venv they name (None, said why)."""
     from letta_hayhooks.settings import SettingsError, load_settings  # noqa: PLC0415
 
-    args = argv if argv is not None else sys.argv[1:]
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return None
     data_dir = default_data_dir(settings.data_dir)
-    venv = LettaVenv(default_venv_dir(settings.letta_venv, data_dir))
+    return settings, data_dir, LettaVenv(default_venv_dir(settings.letta_venv, data_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`install` or `start` from the command line (paths and port from the settings, as local mode uses them)."""
+
+    args = argv if argv is not None else sys.argv[1:]
+    located = venv_from_settings()
+    if located is None:
+        return 1
+    settings, data_dir, venv = located
     try:
         if args[:1] == ["install"]:
             venv.install()

@@ -375,17 +375,13 @@ class Topology:
 
 def main(argv: list[str] | None = None) -> int:
     """`install` or `start` from the command line (the data directory from the settings)."""
-    from letta_hayhooks.local.letta_server import default_data_dir, default_venv_dir  # noqa: PLC0415
-    from letta_hayhooks.settings import SettingsError, load_settings  # noqa: PLC0415
+    from letta_hayhooks.local.letta_server import venv_from_settings  # noqa: PLC0415
 
     args = argv if argv is not None else sys.argv[1:]
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    located = venv_from_settings()
+    if located is None:
         return 1
-    data_dir = default_data_dir(settings.data_dir)
-    venv = LettaVenv(default_venv_dir(settings.letta_venv, data_dir))
+    _settings, data_dir, venv = located
     kit = TopologyKit(default_kit_dir(data_dir))
     try:
         if args[:1] not in (["install"], ["start"]):
