@@ -7,7 +7,10 @@ Letta event the generator reads, each ASGI send), sends turns through it (non-st
 and prints the median time of every mark after the client sent the request, next to the timing relay's view of
 Letta. The marks cost a few microseconds each; this is for finding the slow steps, not for headline numbers.
 
-    python -m benchmarks.timeline [--turns 30] [--session]
+    python -m benchmarks.timeline [--turns 30] [--session | --transcript]
+
+Without `--session` or `--transcript`, run it with `LETTA_HAYHOOKS_SESSION_POLICY=agent` to see the one-message
+turn of the overhead benchmark (under the default policy each keyless one-message request is a new chat).
 
 The wrapped names are the proxy's internals: a mark whose target is renamed is skipped with a warning.
 """
@@ -66,22 +69,24 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
     from letta_hayhooks.chat import service as chat_service  # noqa: PLC0415
     from letta_hayhooks.components import (  # noqa: PLC0415
         AgentRouter,
+        ChatRecorder,
         LettaChatGenerator,
         PromptOverlay,
         SessionResolver,
         StreamAdapter,
         ToolSync,
-        stream_adapter,
     )
-    from letta_hayhooks.server import agent_models, app  # noqa: PLC0415
+    from letta_hayhooks.letta_access import events  # noqa: PLC0415
+    from letta_hayhooks.server import app  # noqa: PLC0415
 
     _wrap_async(app.ChatRequestGate, "__call__", "1 chat gate (body read, JSON, model)")
-    _wrap_async(agent_models.AgentWrapper, "run_chat_completion_async", "2 Hayhooks -> wrapper")
+    _wrap_async(chat_service.AgentChat, "start_turn", "2 AgentChat.start_turn")
     _wrap_async(chat_service.AgentChat, "_run", "3 AgentChat._run")
     _wrap_async(chat_service.AgentChat, "_start_stream", "3 AgentChat._start_stream")
     _wrap_async(Pipeline, "run_async", "4 Pipeline.run_async")
     for cls, label in ((AgentRouter, "router"), (SessionResolver, "session"), (PromptOverlay, "overlay"),
-                       (ToolSync, "tool_sync"), (LettaChatGenerator, "generator"), (StreamAdapter, "adapter")):
+                       (ToolSync, "tool_sync"), (LettaChatGenerator, "generator"), (StreamAdapter, "adapter"),
+                       (ChatRecorder, "recorder")):
         _wrap_async(cls, "run_async", f"5 component {label}")
     with contextlib.suppress(ImportError):
         import letta_client.resources.conversations.messages as letta_messages  # noqa: PLC0415
@@ -91,14 +96,14 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
         from httpcore._async import connection  # noqa: PLC0415
 
         _wrap_async(connection.AsyncHTTPConnection, "_connect", "7 TCP connect to Letta")
-    feed = stream_adapter.LettaEventTranslator.feed
+    feed = events.LettaEventTranslator.feed
 
     def counted_feed(self: object, event: object) -> object:
         kind = event.get("message_type") if isinstance(event, dict) else getattr(event, "message_type", "?")
         _mark(f"8 Letta event {kind}")
         return feed(self, event)
 
-    stream_adapter.LettaEventTranslator.feed = counted_feed
+    events.LettaEventTranslator.feed = counted_feed
     from uvicorn.protocols.http import httptools_impl  # noqa: PLC0415
 
     send = httptools_impl.RequestResponseCycle.send
@@ -114,7 +119,7 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
     cli_main()
 
 
-def run(turns: int, session: bool) -> str:  # noqa: PLR0912, PLR0915
+def run(turns: int, session: bool, transcript: bool = False) -> str:  # noqa: PLR0912, PLR0915
     from letta_client import Letta  # noqa: PLC0415
 
     from benchmarks.common import (  # noqa: PLC0415
@@ -159,7 +164,7 @@ def run(turns: int, session: bool) -> str:  # noqa: PLR0912, PLR0915
                 wait_for_models(proxy, [agent.name])
                 http = httpx.Client(timeout=300)
                 headers = {"X-Session-Id": f"timeline-{run_id()}"} if session else None
-                history: list[dict] | None = [] if session else None
+                history: list[dict] | None = [] if session or transcript else None
                 sent = []
                 for i in range(turns + 3):
                     for stream in (False, True):
@@ -211,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="median timeline of one request inside the proxy")
     parser.add_argument("--turns", type=int, default=30, help="measured turns per kind (default 30)")
     parser.add_argument("--session", action="store_true", help="send an X-Session-Id and the whole transcript")
+    parser.add_argument("--transcript", action="store_true",
+                        help="send the whole transcript without a key (the default `transcript` policy finds the chat)")
     parsed = parser.parse_args(args)
-    print(run(parsed.turns, parsed.session))
+    print(run(parsed.turns, parsed.session, parsed.transcript))
     return 0
 
 
