@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from haystack import Pipeline
 from haystack.utils import Secret
 
+from letta_hayhooks.chat.acyclic_pipeline import AcyclicPipeline
 from letta_hayhooks.chat_identity import ChatHeads
 from letta_hayhooks.components import (
     AgentRouter,
@@ -45,7 +46,7 @@ def build_agent_pipeline(settings: Settings) -> AgentPipeline:
     }
     compiled_prompts = CompiledPrompts(settings.prompt_cache_seconds)
     heads = ChatHeads()
-    pipeline = Pipeline()
+    pipeline = AcyclicPipeline()  # an acyclic graph run once per turn: no general scheduler needed
     pipeline.add_component(
         "router",
         AgentRouter(
