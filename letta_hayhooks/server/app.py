@@ -48,7 +48,7 @@ from letta_hayhooks.openai_wire import WireChunk
 from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models, use_settings
 from letta_hayhooks.server.maintenance import list_sessions
 from letta_hayhooks.server.observability import install_observability
-from letta_hayhooks.server.responses import install_responses_routes
+from letta_hayhooks.server.responses import RESPONSES_PATHS, ResponsesEndpoint, install_responses_routes
 from letta_hayhooks.settings import Settings, get_settings
 from letta_hayhooks.tenants import KeyPolicy, Tenant, allows
 
@@ -192,17 +192,25 @@ class ChatRequestGate:
     passes, a raw agent id or an agent created since the last refresh is resolved through the catalogue, anything
     else is a 404 `model_not_found`. Agents are answered by `answer_agent_chat`; other pipelines deployed beside them
     go on to Hayhooks' route (with the body's `model` rewritten to the advertised id).
+
+    `POST /v1/responses` is answered here too, by the same endpoint as its route (which stays for the OpenAPI docs):
+    a turn should not pay for the route table and FastAPI's request handling on one wire and not the other.
     """
 
-    def __init__(self, app: ASGIApp, models: Callable[[], AgentModels], max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, models: Callable[[], AgentModels], max_body_bytes: int,
+                 responses: ResponsesEndpoint | None = None) -> None:
         self.app = app
         self.models = models
         self.max_body_bytes = max_body_bytes
+        self.responses = responses
 
-    async def __call__(  # noqa: PLR0911 - one early answer per kind of bad request
+    async def __call__(  # noqa: PLR0911, PLR0912 - one early answer per kind of bad request
         self, scope: MutableMapping[str, Any], receive: Callable, send: Callable
     ) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in CHAT_PATHS:
+            if self.responses is not None and scope["path"] in RESPONSES_PATHS and scope.get("method") == "POST":
+                await self._answer_response(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -268,6 +276,16 @@ class ChatRequestGate:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _answer_response(self, scope: MutableMapping[str, Any], receive: Callable, send: Callable) -> None:
+        assert self.responses is not None
+        try:
+            response = await self.responses(Request(scope, receive))
+        except Exception as exc:  # noqa: BLE001 - a bug must still answer with an OpenAI error body
+            log.opt(exception=exc).error("Unhandled error")
+            await _send_json(send, 500, error_body(500, "Internal error in the proxy.", code="internal_error"))
+            return
+        await response(scope, receive, send)
 
     async def _resolve(self, model: str, tenant: Tenant | None) -> str | None:
         """The registered model id for `model`; None when unknown or not one the tenant may use (both a 404)."""
@@ -366,7 +384,7 @@ _UNSUPPORTED = {
 }
 
 
-def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModels]) -> None:
+def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModels]) -> ResponsesEndpoint:
     """
     `GET /v1/models` with the agents' real creation times, `GET /v1/models/{model}` (the openai SDK's
     `models.retrieve`), which Hayhooks lacks, the Responses and Conversations routes (`server/responses.py`), and
@@ -386,7 +404,7 @@ def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModel
         for alias in (path, path.removeprefix("/v1")):
             router.add_api_route(alias, refuse(message), methods=["POST"], include_in_schema=False)
     # the Responses API (and the Conversations API it stores into) on the agents' own pipelines
-    install_responses_routes(router, current_models, lambda: app.state.letta_settings.max_body_bytes)
+    responses = install_responses_routes(router, current_models, lambda: app.state.letta_settings.max_body_bytes)
 
     @router.get("/v1/models", summary="List models (one per served Letta agent)")
     @router.get("/models", include_in_schema=False)
@@ -416,6 +434,7 @@ def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModel
     added = app.router.routes[before:]
     del app.router.routes[before:]
     app.router.routes[:0] = added
+    return responses
 
 
 def create_server_app(  # noqa: PLR0915 - one place that assembles the server
@@ -447,7 +466,7 @@ def create_server_app(  # noqa: PLR0915 - one place that assembles the server
 
     app.router.lifespan_context = lifespan
     app.state.letta_settings = settings
-    _install_openai_routes(app, current_models)
+    responses = _install_openai_routes(app, current_models)
 
     @app.get("/healthz", tags=["status"], summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -507,6 +526,7 @@ def create_server_app(  # noqa: PLR0915 - one place that assembles the server
     if key_policy:
         app.user_middleware.append(Middleware(ApiKeyMiddleware, policy=key_policy))
     app.user_middleware.append(
-        Middleware(ChatRequestGate, models=current_models, max_body_bytes=settings.max_body_bytes)
+        Middleware(ChatRequestGate, models=current_models, max_body_bytes=settings.max_body_bytes,
+                   responses=responses)
     )
     return app

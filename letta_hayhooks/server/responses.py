@@ -431,8 +431,13 @@ def _tenant(scope: MutableMapping[str, Any]) -> Tenant | None:
 
 
 def install_responses_routes(router: APIRouter, models: Callable[[], AgentModels],
-                             max_body_bytes: Callable[[], int]) -> None:
-    """Add the Responses and Conversations routes to `router` (which goes ahead of Hayhooks' own routes)."""
+                             max_body_bytes: Callable[[], int]) -> ResponsesEndpoint:
+    """
+    Add the Responses and Conversations routes to `router` (which goes ahead of Hayhooks' own routes).
+
+    :returns: The `POST /v1/responses` endpoint, which the chat gate also answers directly (as it does chat
+        completions: the route table and FastAPI's request handling cost a Responses turn a millisecond).
+    """
     store = ResponseStore(models)
     conversations = ConversationStore(models)
     endpoint = ResponsesEndpoint(models, store, conversations, max_body_bytes)
@@ -470,6 +475,7 @@ def install_responses_routes(router: APIRouter, models: Callable[[], AgentModels
         return _json(200, list_page(items, order=order, limit=limit, after=after))
 
     conversations.install(router)
+    return endpoint
 
 
 def list_page(items: list[dict[str, Any]], *, order: str, limit: int, after: str | None) -> dict[str, Any]:
