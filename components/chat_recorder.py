@@ -80,6 +80,7 @@ class ChatRecorder(LettaComponent):
 
     async def _write(self, record: ChatRecord, head: str) -> None:
         try:
+            await self.heads.named(record.conversation_id)  # a taken spare's first summary must not land after this
             if record.kind == "chat":
                 await self.client.conversations.update(record.conversation_id,
                                                        summary=chat_summary(record.scope, record.prev, head))

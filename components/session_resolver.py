@@ -17,6 +17,7 @@ from letta_hayhooks.errors import from_letta_exception
 from letta_hayhooks.letta_access.component_base import LettaComponent
 from letta_hayhooks.letta_access.conversations import DEFAULT_CONVERSATION, recent_messages
 from letta_hayhooks.letta_access.paging import page_items
+from letta_hayhooks.letta_access.spare_conversations import SpareConversations
 from letta_hayhooks.lru import LRU
 from letta_hayhooks.openai_request import message_text, to_letta_content
 from letta_hayhooks.turn_plan import TurnPlan
@@ -158,16 +159,20 @@ class SessionResolver(LettaComponent):
     ```
     """
 
-    def __init__(self, *, heads: ChatHeads | None = None, **connection: Any) -> None:
+    def __init__(self, *, heads: ChatHeads | None = None, spares: SpareConversations | None = None,
+                 **connection: Any) -> None:
         """
         Create the resolver.
 
         :param heads: This process's cache of chat heads, shared with the chat recorder (not serialised).
+        :param spares: The agent's spare conversation, made ahead for new chats and branches (not serialised; its
+            owner refills it after each turn).
         :param connection: Where Letta is (`base_url`, `api_key`, `project`, `timeout`, `connect_timeout`), as in
             `LettaComponent`.
         """
         LettaComponent.__init__(self, **connection)  # Haystack rebuilds the class: no bare super()
         self.heads = heads or ChatHeads()
+        self.spares = spares or SpareConversations()
         self._last_otid: LRU = LRU()
         self._locks: dict[str, asyncio.Lock] = {}  # only while a session's conversation is being found
 
@@ -260,13 +265,16 @@ class SessionResolver(LettaComponent):
         conversation_id = None
         if digests.has_history:
             conversation_id = self.heads.conversation(plan.scope, digests.history)
-            if conversation_id is None:
+            # a head this process's chat moved past: the client regenerated or edited (no other head to wait for)
+            left_behind = conversation_id is None and self.heads.left_behind(plan.scope, digests.history)
+            if conversation_id is None and not left_behind:
                 await self.heads.settled(plan.scope)  # Letta's heads must include this process's own last writes
                 conversation_id = await self._find_chat(agent_id, plan.scope, "head", digests.history)
             # the process that served the last answer may still be writing its head: look again before starting a
             # branch (paid only on the way to a branch). Tool results answer calls made a moment ago, by a client
             # that answers at once: a branch is almost never meant there, so wait longer for that head.
-            for _ in range(_settle_attempts(messages, plan.first_new) if conversation_id is None else 0):
+            waits = 0 if conversation_id is not None or left_behind else _settle_attempts(messages, plan.first_new)
+            for _ in range(waits):
                 await asyncio.sleep(_HEAD_SETTLE_SECONDS)
                 conversation_id = await self._find_chat(agent_id, plan.scope, "head", digests.history)
                 if conversation_id is not None:
@@ -282,9 +290,8 @@ class SessionResolver(LettaComponent):
                                      fate="replayed")
         else:
             fate = "branched" if digests.has_history else "new"
-            created = await self.client.conversations.create(
-                agent_id=agent_id, summary=chat_summary(plan.scope, digests.turn, PENDING))
-            conversation_id = created.id
+            conversation_id = await self._new_conversation(agent_id, chat_summary(plan.scope, digests.turn, PENDING),
+                                                           plan.scope)
             seed = seed_messages(messages, plan.first_new)
             letta_messages = self._new_messages(messages, new_positions, plan.otids, conversation_id)
             logger.info("Chat of agent {agent_id} -> {fate} conversation {conversation_id}", agent_id=agent_id,
@@ -471,6 +478,36 @@ class SessionResolver(LettaComponent):
 
     async def _throwaway(self, agent_id: str, messages: list[dict[str, Any]]) -> dict:
         """A throwaway conversation that receives the client's whole transcript."""
-        conversation = await self.client.conversations.create(agent_id=agent_id, summary=EPHEMERAL_SUMMARY)
-        return self._out(conversation.id, seed_messages(messages, len(messages)), f"ephemeral-{conversation.id}",
+        conversation_id = await self._new_conversation(agent_id, None)
+        return self._out(conversation_id, seed_messages(messages, len(messages)), f"ephemeral-{conversation_id}",
                          ephemeral=True, seeded=True, fate="throwaway")
+
+    async def _new_conversation(self, agent_id: str, summary: str | None, scope: str | None = None) -> str:
+        """
+        A new conversation with `summary` (None: a throwaway, deleted after its turn, named no further).
+
+        The agent's spare when there is one: its summary is then written in the background (the head written after
+        the answer waits for it; so do this process's lookups of the scope).
+        """
+        spare = await self.spares.take(self.client, agent_id)
+        if spare is None:
+            made = await self.client.conversations.create(agent_id=agent_id, summary=summary or EPHEMERAL_SUMMARY)
+            return made.id
+        if summary is not None:
+            task = asyncio.get_running_loop().create_task(self._name(spare, summary))
+            self.heads.naming(spare, task)
+            if scope is not None:
+                self.heads.writing(scope, task)
+        return spare
+
+    async def _name(self, conversation_id: str, summary: str) -> None:
+        try:
+            await self.client.conversations.update(conversation_id, summary=summary)
+        except Exception as exc:  # noqa: BLE001 - the head written after the answer names it again
+            logger.warning("Could not name conversation {conversation_id}: {error}", conversation_id=conversation_id,
+                           error=type(exc).__name__)
+
+    async def close(self) -> None:
+        """Delete the spare conversation, then release the client."""
+        await self.spares.close()
+        await LettaComponent.close(self)

@@ -114,7 +114,8 @@ def reply_message(text: str | None, tool_calls: Sequence[Mapping[str, Any]] = ()
 
 class ChatHeads:
     """
-    This process's knowledge of chat heads: (chat scope, head digest) -> conversation, keyed sessions' heads, and
+    This process's knowledge of chat heads: (chat scope, head digest) -> conversation, the heads its chats have moved
+    past (a request sending one of those is a regenerate or an edit: no need to ask Letta), keyed sessions' heads, and
     which conversations may hold a turn whose answer was never recorded (checked for duplicates before the next turn).
 
     Letta holds the record (the conversation's summary); this is only a cache, bounded like the others.
@@ -122,9 +123,11 @@ class ChatHeads:
 
     def __init__(self) -> None:
         self._conversations: LRU = LRU()
+        self._left: LRU = LRU()  # (chat scope, head) a conversation moved past in this process
         self._unsettled: LRU = LRU()
         self._sessions: LRU = LRU()  # keyed session scope -> (conversation id, head or None)
         self._writes: dict[str, set[asyncio.Task]] = {}  # scope -> head writes to Letta still running
+        self._naming: dict[str, asyncio.Task] = {}  # conversation -> its first summary, still being written
 
     def writing(self, scope: str, task: asyncio.Task) -> None:
         """A head write to Letta for the scope is running (Letta's copy is stale until it ends)."""
@@ -137,6 +140,17 @@ class ChatHeads:
                 self._writes.pop(scope, None)
 
         task.add_done_callback(done)
+
+    def naming(self, conversation_id: str, task: asyncio.Task) -> None:
+        """A conversation's first summary is being written (a spare taken for a chat): head writes wait for it."""
+        self._naming[conversation_id] = task
+        task.add_done_callback(lambda _t: self._naming.pop(conversation_id, None))
+
+    async def named(self, conversation_id: str) -> None:
+        """Wait (up to 2 s) for the conversation's first summary, so a head written next is not overwritten by it."""
+        task = self._naming.get(conversation_id)
+        if task is not None:
+            await asyncio.wait([task], timeout=2.0)
 
     async def settled(self, scope: str) -> None:
         """Wait (up to 2 s) for this process's head writes of the scope, so what Letta says next includes them."""
@@ -157,11 +171,17 @@ class ChatHeads:
         """The conversation of the chat scope (agent and tenant) whose head this process last saw at `head`."""
         return self._conversations.get((scope, head))
 
+    def left_behind(self, scope: str, head: str) -> bool:
+        """Whether a chat of the scope moved past `head` in this process (and none has come back to it since)."""
+        return (scope, head) in self._left
+
     def moved(self, scope: str, conversation_id: str, old_head: str | None, new_head: str) -> None:
         """A keyless chat's turn was answered: its conversation's head moved."""
         if old_head is not None and self._conversations.get((scope, old_head)) == conversation_id:
             self._conversations.pop((scope, old_head), None)
+            self._left.remember((scope, old_head), conversation_id)
         self._conversations.remember((scope, new_head), conversation_id)
+        self._left.pop((scope, new_head), None)
         self._unsettled.pop(conversation_id, None)
 
     def sending(self, conversation_id: str) -> None:

@@ -23,16 +23,21 @@ from letta_hayhooks.components import (
     ToolSync,
 )
 from letta_hayhooks.components.prompt_overlay import CompiledPrompts
+from letta_hayhooks.letta_access.spare_conversations import SpareConversations
 from letta_hayhooks.settings import Settings
 
 
 @dataclass
 class AgentPipeline:
-    """The pipeline and the caches it shares with its runner: compiled prompts and chat heads."""
+    """
+    The pipeline and what it shares with its runner: compiled prompts, chat heads, and the agent's spare
+    conversation (refilled after each turn, so making it never slows the turn that took the last one).
+    """
 
     pipeline: Pipeline
     compiled_prompts: CompiledPrompts
     heads: ChatHeads = field(default_factory=ChatHeads)
+    spares: SpareConversations = field(default_factory=SpareConversations)
 
 
 def build_agent_pipeline(settings: Settings) -> AgentPipeline:
@@ -46,6 +51,7 @@ def build_agent_pipeline(settings: Settings) -> AgentPipeline:
     }
     compiled_prompts = CompiledPrompts(settings.prompt_cache_seconds)
     heads = ChatHeads()
+    spares = SpareConversations()
     pipeline = AcyclicPipeline()  # an acyclic graph run once per turn: no general scheduler needed
     pipeline.add_component(
         "router",
@@ -57,7 +63,7 @@ def build_agent_pipeline(settings: Settings) -> AgentPipeline:
             refresh_interval=settings.refresh_interval,
         ),
     )
-    pipeline.add_component("session", SessionResolver(**api, heads=heads))
+    pipeline.add_component("session", SessionResolver(**api, heads=heads, spares=spares))
     pipeline.add_component(
         "overlay",
         PromptOverlay(**api, enabled=settings.overlay_enabled, prompt_cache_seconds=settings.prompt_cache_seconds,
@@ -84,7 +90,7 @@ def build_agent_pipeline(settings: Settings) -> AgentPipeline:
     pipeline.connect("generator.replies", "adapter.replies")
     pipeline.connect("generator.replies", "recorder.replies")
     pipeline.connect("session.record", "recorder.record")
-    return AgentPipeline(pipeline, compiled_prompts, heads)
+    return AgentPipeline(pipeline, compiled_prompts, heads, spares)
 
 
 async def close_pipeline(pipeline: Pipeline) -> None:

@@ -113,6 +113,7 @@ class AgentChat:
         built = agent_pipeline or build_agent_pipeline(settings)
         self.pipeline = built.pipeline
         self.compiled_prompts = built.compiled_prompts
+        self.spares = built.spares
 
     async def complete(
         self, model: str, messages: Any, body: dict[str, Any], headers: Mapping[str, str] | None
@@ -226,6 +227,7 @@ class AgentChat:
                 self.shared.idempotency.fail(slot, error)
             trace.error(error)
             self._report(clock, error=error)
+            self.spares.refill()
             raise
         except BaseException:
             # cancelled (client gone) or a bug: a retry with the same key must run again, not wait forever
@@ -238,6 +240,7 @@ class AgentChat:
             self.shared.idempotency.resolve(slot, reply)
         trace.completion(completion)
         self._report(clock, reply=reply, fate=fate)
+        self.spares.refill()  # after the turn: making the next spare never slows the turn that took one
         return Turn(request_id, request, plan, trace, reply=reply, completion=completion)
 
     def _report(self, clock: _TurnClock, *, reply: ChatMessage | None = None, error: OpenAIError | None = None,
@@ -428,6 +431,7 @@ class AgentChat:
             # the pipeline's result exists only once it finished (reading it earlier raises)
             fate = (run.handle.result.get("session") or {}).get("fate") if reply is not None else None
             self._report(run.clock, reply=reply, error=failed, fate=fate, ttft=ttft)
+            self.spares.refill()
         if failed is not None:
             raise failed
 

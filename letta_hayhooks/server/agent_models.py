@@ -280,7 +280,11 @@ class AgentModels:
                     self.collect_garbage()
 
     def collect_garbage(self) -> int:
-        """Delete system-prompt blocks unused for longer than the overlay TTL; returns how many."""
+        """
+        Delete system-prompt blocks unused for longer than the overlay TTL, archived branches past their TTL (when
+        set), and spare conversations a stopped process left behind; returns how many.
+        """
+        from letta_hayhooks.letta_access.spare_conversations import delete_stale_spares  # noqa: PLC0415
         from letta_hayhooks.server.maintenance import (  # noqa: PLC0415 - only needed hourly
             delete_stale_branches,
             delete_stale_overlays,
@@ -290,7 +294,7 @@ class AgentModels:
             deleted = delete_stale_overlays(self.catalog.sync_client, self.settings.overlay_ttl_hours * 3600)
             if self.settings.branch_ttl_hours > 0:
                 deleted += delete_stale_branches(self.catalog.sync_client, self.settings.branch_ttl_hours * 3600)
-            return deleted
+            return deleted + delete_stale_spares(self.catalog.sync_client)
         except Exception as exc:  # noqa: BLE001 - retried next hour
             log.warning("Overlay garbage collection failed: {}", describe_exception(exc))
             return 0

@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from letta_hayhooks.components.session_resolver import CHAT_PREFIX
+from letta_hayhooks.letta_access.spare_conversations import SPARE_PREFIX
 from tests.conftest import Backend, Server, wait_for_model
 
 pytestmark = pytest.mark.integration
@@ -195,7 +196,9 @@ def open_webui_task(kind: str, chat: list[dict]) -> dict:
 
 def test_open_webui_with_its_default_settings(letta_backend: Backend, server: Server, agent) -> None:
     # forwarding off: no chat id header; chats stream, background tasks do not
-    conversations_before = {c.id for c in letta_backend.client.conversations.list(agent_id=agent.id, limit=1000)}
+    before = letta_backend.client.conversations.list(agent_id=agent.id, limit=1000)
+    conversations_before = {c.id for c in before}
+    spares_before = {c.id for c in before if (c.summary or "").startswith(SPARE_PREFIX)}
     default_before = user_texts(letta_backend, "default", agent.id)
     mark = uuid.uuid4().hex[:6]
     chat = [{"role": "system", "content": "You are helpful."}]
@@ -209,10 +212,15 @@ def test_open_webui_with_its_default_settings(letta_backend: Backend, server: Se
                 task = client(server).chat.completions.create(model=agent.name,
                                                               messages=[open_webui_task(kind, chat)])
                 assert task.choices[0].message.content
-    new = [c for c in letta_backend.client.conversations.list(agent_id=agent.id, limit=1000)
-           if c.id not in conversations_before]
-    assert len(new) == 1  # the chat's conversation; every task conversation was deleted after its answer
-    assert user_texts(letta_backend, new[0].id) == [f"owui {turn} {mark}" for turn in range(3)]
+    after = letta_backend.client.conversations.list(agent_id=agent.id, limit=1000)
+    spares = [c for c in after if (c.summary or "").startswith(SPARE_PREFIX)]
+    assert len(spares) <= 1  # the agent's one spare conversation, made ahead for the next new chat or task
+    assert all(user_texts(letta_backend, c.id) == [] for c in spares)
+    # what this chat made, or took from the spares made before: the chat's conversation only (every task
+    # conversation was deleted after its answer)
+    used = [c for c in after if c not in spares and (c.id not in conversations_before or c.id in spares_before)]
+    assert len(used) == 1
+    assert user_texts(letta_backend, used[0].id) == [f"owui {turn} {mark}" for turn in range(3)]
     assert user_texts(letta_backend, "default", agent.id) == default_before
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from letta_hayhooks.components.prompt_overlay import overlay_label
 from letta_hayhooks.components.session_resolver import SUMMARY_PREFIX
+from letta_hayhooks.letta_access.spare_conversations import SPARE_PREFIX
 from letta_hayhooks.turn_plan import session_digest
 from tests.conftest import Backend, Server, wait_for_model
 
@@ -266,7 +267,9 @@ def test_ephemeral_policy_replays_and_deletes(letta_backend: Backend, server_fac
                   {"role": "user", "content": "RECALL?PAPAYA"}]
     assert ask(sdk(ephemeral), agent.name, transcript) == "RECALL:PAPAYA=yes"
     leftovers = letta_backend.client.conversations.list(agent_id=agent.id, limit=100)
-    assert list(leftovers) == []
+    # the throwaway is gone; what may remain is the agent's one spare, made ahead for the next request
+    assert [c for c in leftovers if not (c.summary or "").startswith(SPARE_PREFIX)] == []
+    assert len(list(leftovers)) <= 1
     default = letta_backend.client.conversations.messages.list("default", agent_id=agent.id, limit=100)
     assert [m for m in default.items if m.message_type == "user_message"] == []
 
