@@ -14,13 +14,29 @@ are not part of the chain: the system prompt reaches the agent through the promp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from letta_hayhooks.lru import LRU
+
+# Set by whoever delivers a turn's answer, once its last byte is out: the turn's head write to Letta waits for it, so
+# it never competes with the end of the answer (starting an HTTP request costs a millisecond of the event loop).
+ANSWER_DELIVERED: ContextVar[asyncio.Event | None] = ContextVar("letta_hayhooks_answer_delivered", default=None)
+# How long a head write waits for that at most (a turn whose answer is never delivered still records its head).
+_DELIVERY_WAIT_SECONDS = 5.0
+
+
+async def answer_delivered(event: asyncio.Event | None) -> None:
+    """Wait (a bounded time) until the answer of the turn that set `event` has been delivered."""
+    if event is not None and not event.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), _DELIVERY_WAIT_SECONDS)
+
 
 # The head of a chat with no history yet.
 EMPTY = hashlib.sha256(b"letta-hayhooks chat").hexdigest()[:32]

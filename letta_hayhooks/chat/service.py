@@ -33,6 +33,7 @@ from letta_hayhooks.chat.drain import Drain, shutting_down
 from letta_hayhooks.chat.idempotency import IdempotencyStore
 from letta_hayhooks.chat.load_control import LoadController, Ticket
 from letta_hayhooks.chat.pipeline import AgentPipeline, build_agent_pipeline
+from letta_hayhooks.chat_identity import ANSWER_DELIVERED
 from letta_hayhooks.errors import OpenAIError, from_letta_exception, upstream_timeout
 from letta_hayhooks.openai_request import (
     ChatRequest,
@@ -151,7 +152,7 @@ class AgentChat:
         assert turn.completion is not None
         return turn.completion
 
-    async def start_turn(
+    async def start_turn(  # noqa: PLR0915 - the one path every wire's turn takes, every exit of it in sight
         self,
         model: str,
         messages: Any,
@@ -218,11 +219,15 @@ class AgentChat:
                 return Turn(request_id, request, plan, trace, reply=reply, repeated=True)
 
         clock = _TurnClock(request_id, plan, route, started)
+        # the pipeline's background writes (the chat's head) wait for this: the answer's last bytes go first
+        delivered = asyncio.Event()
+        ANSWER_DELIVERED.set(delivered)
         try:
             if request.stream:
-                return await self._start_stream(request, plan, request_id, data, trace, slot, clock)
+                return await self._start_stream(request, plan, request_id, data, trace, slot, clock, delivered)
             reply, completion, fate = await self._run(data, plan.lane)
         except OpenAIError as error:
+            delivered.set()
             if slot is not None:
                 self.shared.idempotency.fail(slot, error)
             trace.error(error)
@@ -230,6 +235,7 @@ class AgentChat:
             self.spares.refill()
             raise
         except BaseException:
+            delivered.set()
             # cancelled (client gone) or a bug: a retry with the same key must run again, not wait forever
             if slot is not None:
                 self.shared.idempotency.fail(slot, OpenAIError(499, "The request was abandoned.",
@@ -240,7 +246,9 @@ class AgentChat:
             self.shared.idempotency.resolve(slot, reply)
         trace.completion(completion)
         self._report(clock, reply=reply, fate=fate)
-        self.spares.refill()  # after the turn: making the next spare never slows the turn that took one
+        # the answer is sent as soon as this returns, with nothing awaited in between: what waits for these runs after
+        delivered.set()
+        self.spares.refill()  # making the next spare never slows the turn that took one
         return Turn(request_id, request, plan, trace, reply=reply, completion=completion)
 
     def _report(self, clock: _TurnClock, *, reply: ChatMessage | None = None, error: OpenAIError | None = None,
@@ -342,6 +350,7 @@ class AgentChat:
         trace: DebugTrace,
         slot: str | None,
         clock: _TurnClock,
+        delivered: asyncio.Event,
     ) -> Turn:
         """
         Start the turn and wait for its first chunk of the answer before answering.
@@ -370,7 +379,7 @@ class AgentChat:
             if isinstance(exc, Exception):
                 raise _unwrap(exc) from None
             raise
-        run = _LiveRun(ticket, handle, self.shared.idempotency, slot, clock)
+        run = _LiveRun(ticket, handle, self.shared.idempotency, slot, clock, delivered)
         chunks = self._live_chunks(run, iterator, [*leading, first], deadline, trace)
         # a stream that is never iterated (client gone before the first byte) must still free its slots and run
         weakref.finalize(chunks, run.abandon)
@@ -529,7 +538,8 @@ class _LiveRun:
     """What a live stream holds until it ends: its load slots, the pipeline run, its idempotency slot."""
 
     def __init__(self, ticket: Ticket, handle: Any, idempotency: IdempotencyStore, slot: str | None,
-                 clock: _TurnClock) -> None:
+                 clock: _TurnClock, delivered: asyncio.Event) -> None:
+        self.delivered = delivered
         self.ticket = ticket
         self.handle = handle
         self.idempotency = idempotency
@@ -541,6 +551,7 @@ class _LiveRun:
         """The stream ended and cleaned up after itself."""
         self.settled = True
         self.ticket.release()
+        self.delivered.set()
 
     def abandon(self) -> None:
         """The stream was dropped without ending (never read): free its slots and close its run (a finalizer)."""
@@ -548,6 +559,7 @@ class _LiveRun:
             return
         self.settled = True
         self.ticket.release()
+        self.delivered.set()
         if self.slot is not None:
             self.idempotency.fail(self.slot, OpenAIError(499, "The client closed the connection.",
                                                          type="server_error"))
