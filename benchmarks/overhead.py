@@ -27,6 +27,7 @@ import json
 import math
 import random
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,8 @@ LEGEND = (
     "`stream_tokens` off / on (the call the proxy makes for a non-stream / stream request); `serve-*` = "
     "`letta-hayhooks serve`; `run-*` = plain `hayhooks run`; `*-nonstream` / `*-stream` = `stream: false` / "
     "`true`, one user message, no session key, under the `agent` session policy (the agent's default thread, as the "
-    "floors); the chat-client patterns, each against `floor-tokens-conv` = letta-client into a conversation of its "
+    "floors; under the default policy each would be a new chat); the chat-client patterns, each against "
+    "`floor-tokens-conv` = letta-client into a conversation of its "
     "own, all streaming: `serve-stream-session` = an `X-Session-Id` and the whole transcript (two messages longer "
     "every turn), `serve-stream-transcript` = the whole transcript without a key (the default `transcript` policy "
     "finds the chat from it), `serve-stream-newonly` = an `X-Session-Id` and only the new message, "
@@ -179,6 +181,7 @@ class Options:
     only: list[str] | None = None
     alt_env: dict[str, str] = field(default_factory=dict)
     responses: bool = True
+    pause: float = 0.2
 
 
 def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
@@ -206,7 +209,8 @@ def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
             if any(name in CHAT_PATTERNS for name in names):
                 proxies["chat"] = start_proxy("serve", relay.url, wd)
             if any(name.startswith("run-") for name in names):
-                proxies["run"] = start_proxy("hayhooks-run", relay.url, wd)
+                proxies["run"] = start_proxy("hayhooks-run", relay.url, wd,
+                                             {"LETTA_HAYHOOKS_SESSION_POLICY": "agent"})
             if any(name.startswith("alt-") for name in names):
                 proxies["alt"] = start_proxy("serve", relay.url, wd, opts.alt_env)
             for proxy in proxies.values():
@@ -278,6 +282,9 @@ def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
                     path.timings.append(timing)
                     path.proxy_cpu.append(proxy_after - proxy_before)
                     path.letta_cpu.append(letta_after - letta_before)
+                    # what a turn leaves to the background (a chat's head, a spare conversation) finishes before the
+                    # next path's turn, as it would between one user's turns: each turn is measured on its own
+                    time.sleep(opts.pause)
                 if (i + 1) % 10 == 0:
                     print(f"  {i + 1}/{turns} rounds, {clock() - started:.0f} s", file=sys.stderr)
             elapsed = clock() - started
@@ -293,7 +300,7 @@ def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
         path.records = [match_record(records, t.t0, t.t0 + t.total, "/messages") for t in path.timings]
         path.letta_requests = [sum(1 for r in records if t.t0 <= r["t_req"] <= t.t0 + t.total)
                                for t in path.timings]
-    markdown, data = report(paths, turns, warmup, elapsed, info, env_note)
+    markdown, data = report(paths, turns, warmup, elapsed, info, env_note, opts.pause)
     if opts.alt_env:
         settings = ", ".join(f"`{k}={v}`" for k, v in opts.alt_env.items())
         markdown = f"*alt-* paths: a second `letta-hayhooks serve` with {settings}.\n\n" + markdown
@@ -305,11 +312,13 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def report(paths: dict[str, BenchPath], turns: int, warmup: int, elapsed: float, info: dict,  # noqa: PLR0912, PLR0915
-           env_note: str) -> tuple[str, dict]:
+           env_note: str, pause: float = 0.0) -> tuple[str, dict]:
     out: list[str] = []
     verdict: dict = {}
     out.append(f"Run {timestamp()}: {turns} turns per path after {warmup} warm-up turns, {len(paths)} paths "
-               f"interleaved round-robin (rotating start), {elapsed:.0f} s. While measuring: {env_note}.\n")
+               f"interleaved round-robin (rotating start), {pause * 1000:.0f} ms between turns (for the background "
+               f"work a turn leaves: head writes, spare conversations), {elapsed:.0f} s. While measuring: "
+               f"{env_note}.\n")
     out.append(LEGEND)
 
     # ---- per path
@@ -435,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
                              "alt-nonstream / alt-stream), interleaved with the others: an A/B test of a setting")
     parser.add_argument("--no-responses", action="store_true",
                         help="skip the `serve-responses-*` paths (the same turns through POST /v1/responses)")
+    parser.add_argument("--pause", type=float, default=0.2, metavar="SECONDS",
+                        help="pause after each turn, so the background work it leaves does not land on the next path's "
+                             "turn (default 0.2)")
     parser.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")
     parser.add_argument("--section", default="overhead", metavar="NAME",
                         help="the RESULTS.md section --write replaces (another name keeps a partial run, e.g. "
@@ -444,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(and print a summary); the profiler perturbs the timings, so use a separate run")
     args = parser.parse_args(argv)
     markdown, data = run(Options(args.turns, args.warmup, not args.no_hayhooks_run, not args.no_session, args.profile,
-                                 args.only, dict(item.split("=", 1) for item in args.alt_env), not args.no_responses))
+                                 args.only, dict(item.split("=", 1) for item in args.alt_env), not args.no_responses,
+                                 args.pause))
     if args.profile:
         print("\n## Profile of the serve process\n\n" + profile_summary(args.profile))
     print("\n## Machine\n\n" + machine_markdown(data["info"]) + "\n\n## Overhead\n\n" + markdown)

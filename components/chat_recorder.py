@@ -10,7 +10,7 @@ from typing import Any
 from haystack import component, logging
 from haystack.dataclasses import ChatMessage
 
-from letta_hayhooks.chat_identity import ANSWER_DELIVERED, ChatHeads, answer_delivered, reply_message, step
+from letta_hayhooks.chat_identity import TURN_PROGRESS, ChatHeads, reached, reply_message, step
 from letta_hayhooks.components.session_resolver import ChatRecord, chat_summary, session_summary
 from letta_hayhooks.errors import describe_exception
 from letta_hayhooks.letta_access.component_base import LettaComponent
@@ -72,7 +72,8 @@ class ChatRecorder(LettaComponent):
             self.heads.moved(record.scope, record.conversation_id, record.old_head, head)
         else:
             self.heads.session_moved(record.scope, record.conversation_id, head)
-        task = asyncio.get_running_loop().create_task(self._write(record, head, ANSWER_DELIVERED.get()))
+        progress = TURN_PROGRESS.get()
+        task = asyncio.get_running_loop().create_task(self._write(record, head, progress and progress.delivered))
         _WRITING.add(task)
         task.add_done_callback(_WRITING.discard)
         self.heads.writing(record.scope, task)
@@ -80,7 +81,7 @@ class ChatRecorder(LettaComponent):
 
     async def _write(self, record: ChatRecord, head: str, delivered: asyncio.Event | None) -> None:
         try:
-            await answer_delivered(delivered)  # after the answer's last byte, not in its way
+            await reached(delivered)  # after the answer's last byte, not in its way
             await self.heads.named(record.conversation_id)  # a taken spare's first summary must not land after this
             if record.kind == "chat":
                 await self.client.conversations.update(record.conversation_id,

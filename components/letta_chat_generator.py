@@ -15,6 +15,7 @@ from haystack import component, logging
 from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk
 from letta_client import omit
 
+from letta_hayhooks.chat_identity import TURN_PROGRESS
 from letta_hayhooks.errors import OpenAIError, describe_exception, from_letta_exception
 from letta_hayhooks.letta_access.component_base import LettaComponent
 from letta_hayhooks.letta_access.conversations import (
@@ -128,9 +129,12 @@ class LettaChatGenerator(LettaComponent):
         translator = new_translator()
         at_letta: float | None = None  # time waiting for Letta's answer, for the turn's report
         announced = False
+        progress = TURN_PROGRESS.get()
 
         async def emit(chunks: list[StreamingChunk]) -> None:
             nonlocal announced
+            if progress is not None and translator.outcome.run_id is not None:
+                progress.sent.set()  # Letta has the turn: the turn's background writes may go
             if callback is None:
                 return
             if not announced and translator.outcome.run_id is not None:
@@ -161,6 +165,8 @@ class LettaChatGenerator(LettaComponent):
                     await self._stream_turn(translator, emit, event_observer, messages=[denial, *messages], **turn)
                 at_letta = time.monotonic() - letta_started
         finally:
+            if progress is not None:
+                progress.sent.set()
             if ephemeral and conversation_id != DEFAULT_CONVERSATION:
                 await asyncio.shield(self._delete_conversation(conversation_id))
 

@@ -106,9 +106,9 @@ class PromptOverlay(LettaComponent):
     """
     Brings the client's system prompt to the agent for one session's turns only.
 
-    Takes the `agent_id`, `conversation_id`, `session_scope` and the client's `system_prompt` (None when it sent
-    none); gives `override_system`: the agent's own compiled prompt (persona and memory blocks intact) with the
-    client prompt added as a read-only memory block, or None.
+    Takes the `agent_id`, `conversation_id`, `session_scope` (and whether it was made for this turn, `fresh_scope`)
+    and the client's `system_prompt` (None when it sent none); gives `override_system`: the agent's own compiled
+    prompt (persona and memory blocks intact) with the client prompt added as a read-only memory block, or None.
 
     The prompt is stored in Letta as a read-only block labelled `client_prompt_<scope>` that is never
     attached to the agent, so other sessions and the agent's own blocks are never touched. The block is found
@@ -162,6 +162,7 @@ class PromptOverlay(LettaComponent):
         session_scope: str,
         system_prompt: str | None = None,
         ephemeral: bool = False,
+        fresh_scope: bool = False,
     ) -> dict[str, Any]:
         """
         Store the session's prompt block and compose the request's system prompt.
@@ -171,9 +172,13 @@ class PromptOverlay(LettaComponent):
         :param session_scope: The agent-scoped session digest.
         :param system_prompt: The client's system prompt, or None.
         :param ephemeral: A throwaway conversation: the prompt is applied but not stored.
+        :param fresh_scope: The scope was made for this turn (a new chat or branch): no block can be stored under it
+            yet, so none is looked up.
         :returns: `{"override_system": str | None}`.
         """
         label = overlay_label(session_scope)
+        if fresh_scope and label not in self._blocks:
+            self._blocks.remember(label, _StoredBlock(block_id=None, digest=None))
         if not self.enabled or not system_prompt or not system_prompt.strip():
             if not ephemeral:
                 await self._drop(label, agent_id)

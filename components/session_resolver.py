@@ -12,7 +12,7 @@ from typing import Any
 
 from haystack import component, logging
 
-from letta_hayhooks.chat_identity import ChatHeads
+from letta_hayhooks.chat_identity import TURN_PROGRESS, ChatHeads, reached
 from letta_hayhooks.errors import from_letta_exception
 from letta_hayhooks.letta_access.component_base import LettaComponent
 from letta_hayhooks.letta_access.conversations import DEFAULT_CONVERSATION, recent_messages
@@ -148,7 +148,9 @@ class SessionResolver(LettaComponent):
     - `seeded`: whether the conversation was given the transcript as text (tool results then go in as text too);
     - `session_scope`: the agent-scoped session digest used by the prompt overlay;
     - `record`: what the chat recorder needs to move the conversation's head after the answer (or None);
-    - `fate`: new, continued, branched, replayed or throwaway (for logs and metrics).
+    - `fate`: new, continued, branched, replayed or throwaway (for logs and metrics);
+    - `fresh_scope`: whether `session_scope` was made for this turn (a new chat's or a branch's own conversation), so
+      nothing is stored under it yet.
 
     ### Usage example
     ```python
@@ -185,6 +187,7 @@ class SessionResolver(LettaComponent):
         session_scope=str,
         record=ChatRecord | None,
         fate=str,
+        fresh_scope=bool,
     )
     async def run_async(
         self,
@@ -200,7 +203,8 @@ class SessionResolver(LettaComponent):
         :param plan: The turn's identity (`letta_hayhooks.turn_plan.plan_turn`).
         :param messages: The OpenAI transcript as the client sent it.
         :param new_positions: Indexes of the user messages Letta has not seen (the trailing ones).
-        :returns: `conversation_id`, `messages`, `replay`, `ephemeral`, `seeded`, `session_scope`, `record`, `fate`.
+        :returns: `conversation_id`, `messages`, `replay`, `ephemeral`, `seeded`, `session_scope`, `record`, `fate`,
+            `fresh_scope`.
         :raises OpenAIError: 5xx when Letta fails.
         """
         try:
@@ -232,7 +236,8 @@ class SessionResolver(LettaComponent):
             letta_messages, replay = await self._deduplicate(agent_id, conversation_id, letta_messages,
                                                              by_text=by_text)
         return self._out(conversation_id, [*seed, *letta_messages], chat_scope(conversation_id), replay=replay,
-                         seeded=bool(seed), fate="replayed" if replay is not None else plan.fate or "continued")
+                         seeded=bool(seed), fate="replayed" if replay is not None else plan.fate or "continued",
+                         fresh_scope=bool(seed))
 
     # ---- the agent's default thread (policy `agent`)
     async def _default_thread(
@@ -300,7 +305,7 @@ class SessionResolver(LettaComponent):
         record = ChatRecord("chat", conversation_id, plan.scope, None, digests.turn,
                             digests.history if digests.has_history else None)
         return self._out(conversation_id, [*seed, *letta_messages], chat_scope(conversation_id), seeded=bool(seed),
-                         record=record, fate=fate)
+                         record=record, fate=fate, fresh_scope=fate != "continued")
 
     async def _find_chat(self, agent_id: str, scope: str, field: str, value: str) -> str | None:
         """The newest conversation of the chat scope whose summary has `field=value`."""
@@ -440,9 +445,11 @@ class SessionResolver(LettaComponent):
     def _out(
         conversation_id: str, messages: list[dict[str, Any]], scope: str, *, replay: list[dict[str, Any]] | None = None,
         ephemeral: bool = False, seeded: bool = False, record: ChatRecord | None = None, fate: str = "continued",
+        fresh_scope: bool = False,
     ) -> dict[str, Any]:
         return {"conversation_id": conversation_id, "messages": messages, "replay": replay, "ephemeral": ephemeral,
-                "seeded": seeded, "session_scope": scope, "record": record if replay is None else None, "fate": fate}
+                "seeded": seeded, "session_scope": scope, "record": record if replay is None else None, "fate": fate,
+                "fresh_scope": fresh_scope}
 
     async def _deduplicate(
         self, agent_id: str, conversation_id: str, letta_messages: list[dict[str, Any]], *, by_text: bool = False
@@ -480,28 +487,30 @@ class SessionResolver(LettaComponent):
         """A throwaway conversation that receives the client's whole transcript."""
         conversation_id = await self._new_conversation(agent_id, None)
         return self._out(conversation_id, seed_messages(messages, len(messages)), f"ephemeral-{conversation_id}",
-                         ephemeral=True, seeded=True, fate="throwaway")
+                         ephemeral=True, seeded=True, fate="throwaway", fresh_scope=True)
 
     async def _new_conversation(self, agent_id: str, summary: str | None, scope: str | None = None) -> str:
         """
         A new conversation with `summary` (None: a throwaway, deleted after its turn, named no further).
 
-        The agent's spare when there is one: its summary is then written in the background (the head written after
-        the answer waits for it; so do this process's lookups of the scope).
+        The agent's spare when there is one: its summary is then written in the background, once Letta has the turn
+        (the head written after the answer waits for it; so do this process's lookups of the scope).
         """
         spare = await self.spares.take(self.client, agent_id)
         if spare is None:
             made = await self.client.conversations.create(agent_id=agent_id, summary=summary or EPHEMERAL_SUMMARY)
             return made.id
         if summary is not None:
-            task = asyncio.get_running_loop().create_task(self._name(spare, summary))
+            progress = TURN_PROGRESS.get()
+            task = asyncio.get_running_loop().create_task(self._name(spare, summary, progress and progress.sent))
             self.heads.naming(spare, task)
             if scope is not None:
                 self.heads.writing(scope, task)
         return spare
 
-    async def _name(self, conversation_id: str, summary: str) -> None:
+    async def _name(self, conversation_id: str, summary: str, sent: asyncio.Event | None) -> None:
         try:
+            await reached(sent)  # the turn's own request goes to Letta first
             await self.client.conversations.update(conversation_id, summary=summary)
         except Exception as exc:  # noqa: BLE001 - the head written after the answer names it again
             logger.warning("Could not name conversation {conversation_id}: {error}", conversation_id=conversation_id,

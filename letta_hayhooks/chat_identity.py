@@ -19,23 +19,40 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from letta_hayhooks.lru import LRU
 
-# Set by whoever delivers a turn's answer, once its last byte is out: the turn's head write to Letta waits for it, so
-# it never competes with the end of the answer (starting an HTTP request costs a millisecond of the event loop).
-ANSWER_DELIVERED: ContextVar[asyncio.Event | None] = ContextVar("letta_hayhooks_answer_delivered", default=None)
-# How long a head write waits for that at most (a turn whose answer is never delivered still records its head).
-_DELIVERY_WAIT_SECONDS = 5.0
+
+@dataclass
+class TurnProgress:
+    """
+    Milestones of one turn that its background Letta writes wait for, so they never hold the turn up: starting an HTTP
+    request costs about a millisecond of the event loop, which the turn's own request and its answer's last bytes
+    should not queue behind.
+    """
+
+    sent: asyncio.Event = field(default_factory=asyncio.Event)  # Letta has the turn (its answer began)
+    delivered: asyncio.Event = field(default_factory=asyncio.Event)  # the client has the whole answer
+
+    def finish(self) -> None:
+        """The turn is over, however it ended: nothing waits any longer."""
+        self.sent.set()
+        self.delivered.set()
 
 
-async def answer_delivered(event: asyncio.Event | None) -> None:
-    """Wait (a bounded time) until the answer of the turn that set `event` has been delivered."""
-    if event is not None and not event.is_set():
+# The running turn's progress, set by whoever runs the turn; the pipeline's tasks inherit it.
+TURN_PROGRESS: ContextVar[TurnProgress | None] = ContextVar("letta_hayhooks_turn_progress", default=None)
+# How long a background write waits for a milestone at most (a turn that never reaches it still gets written).
+_PROGRESS_WAIT_SECONDS = 5.0
+
+
+async def reached(milestone: asyncio.Event | None) -> None:
+    """Wait (a bounded time) for a milestone of a turn's progress; at once without one."""
+    if milestone is not None and not milestone.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), _DELIVERY_WAIT_SECONDS)
+            await asyncio.wait_for(milestone.wait(), _PROGRESS_WAIT_SECONDS)
 
 
 # The head of a chat with no history yet.

@@ -82,6 +82,7 @@ def build_agent_pipeline(settings: Settings) -> AgentPipeline:
         pipeline.connect("session.ephemeral", f"{receiver}.ephemeral")
     pipeline.connect("session.seeded", "tool_sync.seeded")
     pipeline.connect("session.session_scope", "overlay.session_scope")
+    pipeline.connect("session.fresh_scope", "overlay.fresh_scope")
     pipeline.connect("session.messages", "tool_sync.messages")
     pipeline.connect("session.replay", "generator.replay")
     pipeline.connect("overlay.override_system", "generator.override_system")

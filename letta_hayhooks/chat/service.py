@@ -33,7 +33,7 @@ from letta_hayhooks.chat.drain import Drain, shutting_down
 from letta_hayhooks.chat.idempotency import IdempotencyStore
 from letta_hayhooks.chat.load_control import LoadController, Ticket
 from letta_hayhooks.chat.pipeline import AgentPipeline, build_agent_pipeline
-from letta_hayhooks.chat_identity import ANSWER_DELIVERED
+from letta_hayhooks.chat_identity import TURN_PROGRESS, TurnProgress
 from letta_hayhooks.errors import OpenAIError, from_letta_exception, upstream_timeout
 from letta_hayhooks.openai_request import (
     ChatRequest,
@@ -219,15 +219,15 @@ class AgentChat:
                 return Turn(request_id, request, plan, trace, reply=reply, repeated=True)
 
         clock = _TurnClock(request_id, plan, route, started)
-        # the pipeline's background writes (the chat's head) wait for this: the answer's last bytes go first
-        delivered = asyncio.Event()
-        ANSWER_DELIVERED.set(delivered)
+        # the pipeline's background writes (a spare's name, the chat's head) wait for the turn's milestones
+        progress = TurnProgress()
+        TURN_PROGRESS.set(progress)
         try:
             if request.stream:
-                return await self._start_stream(request, plan, request_id, data, trace, slot, clock, delivered)
+                return await self._start_stream(request, plan, request_id, data, trace, slot, clock, progress)
             reply, completion, fate = await self._run(data, plan.lane)
         except OpenAIError as error:
-            delivered.set()
+            progress.finish()
             if slot is not None:
                 self.shared.idempotency.fail(slot, error)
             trace.error(error)
@@ -235,7 +235,7 @@ class AgentChat:
             self.spares.refill()
             raise
         except BaseException:
-            delivered.set()
+            progress.finish()
             # cancelled (client gone) or a bug: a retry with the same key must run again, not wait forever
             if slot is not None:
                 self.shared.idempotency.fail(slot, OpenAIError(499, "The request was abandoned.",
@@ -246,8 +246,8 @@ class AgentChat:
             self.shared.idempotency.resolve(slot, reply)
         trace.completion(completion)
         self._report(clock, reply=reply, fate=fate)
-        # the answer is sent as soon as this returns, with nothing awaited in between: what waits for these runs after
-        delivered.set()
+        # the answer is sent as soon as this returns, with nothing awaited in between: what waits for it runs after
+        progress.finish()
         self.spares.refill()  # making the next spare never slows the turn that took one
         return Turn(request_id, request, plan, trace, reply=reply, completion=completion)
 
@@ -350,7 +350,7 @@ class AgentChat:
         trace: DebugTrace,
         slot: str | None,
         clock: _TurnClock,
-        delivered: asyncio.Event,
+        progress: TurnProgress,
     ) -> Turn:
         """
         Start the turn and wait for its first chunk of the answer before answering.
@@ -379,7 +379,7 @@ class AgentChat:
             if isinstance(exc, Exception):
                 raise _unwrap(exc) from None
             raise
-        run = _LiveRun(ticket, handle, self.shared.idempotency, slot, clock, delivered)
+        run = _LiveRun(ticket, handle, self.shared.idempotency, slot, clock, progress)
         chunks = self._live_chunks(run, iterator, [*leading, first], deadline, trace)
         # a stream that is never iterated (client gone before the first byte) must still free its slots and run
         weakref.finalize(chunks, run.abandon)
@@ -538,8 +538,8 @@ class _LiveRun:
     """What a live stream holds until it ends: its load slots, the pipeline run, its idempotency slot."""
 
     def __init__(self, ticket: Ticket, handle: Any, idempotency: IdempotencyStore, slot: str | None,
-                 clock: _TurnClock, delivered: asyncio.Event) -> None:
-        self.delivered = delivered
+                 clock: _TurnClock, progress: TurnProgress) -> None:
+        self.progress = progress
         self.ticket = ticket
         self.handle = handle
         self.idempotency = idempotency
@@ -551,7 +551,7 @@ class _LiveRun:
         """The stream ended and cleaned up after itself."""
         self.settled = True
         self.ticket.release()
-        self.delivered.set()
+        self.progress.finish()
 
     def abandon(self) -> None:
         """The stream was dropped without ending (never read): free its slots and close its run (a finalizer)."""
@@ -559,7 +559,7 @@ class _LiveRun:
             return
         self.settled = True
         self.ticket.release()
-        self.delivered.set()
+        self.progress.finish()
         if self.slot is not None:
             self.idempotency.fail(self.slot, OpenAIError(499, "The client closed the connection.",
                                                          type="server_error"))

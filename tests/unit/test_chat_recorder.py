@@ -6,7 +6,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from letta_hayhooks.chat_identity import ANSWER_DELIVERED, ChatHeads
+from letta_hayhooks.chat_identity import TURN_PROGRESS, ChatHeads, TurnProgress
 from letta_hayhooks.components import ChatRecorder
 from letta_hayhooks.components.session_resolver import ChatRecord
 
@@ -21,14 +21,15 @@ def test_the_head_is_written_to_letta_after_the_answer_is_delivered() -> None:
         heads = ChatHeads()
         recorder = ChatRecorder(base_url="http://127.0.0.1:9", heads=heads)
         recorder._client = SimpleNamespace(conversations=SimpleNamespace(update=update))  # type: ignore[assignment]
-        delivered = asyncio.Event()
-        ANSWER_DELIVERED.set(delivered)
+        progress = TurnProgress()
+        TURN_PROGRESS.set(progress)
+        progress.sent.set()
         record = ChatRecord("chat", "conv-1", "scope", None, "prev-digest", None)
         out = await recorder.run_async(replies=[SimpleNamespace(text="hello", tool_calls=[])], record=record)
         assert heads.conversation("scope", out["head"]) == "conv-1"  # known here at once
         await asyncio.sleep(0.02)
         assert updates == []  # the answer is still on its way
-        delivered.set()
+        progress.delivered.set()
         await heads.settled("scope")
         assert updates == [("conv-1", f"letta-hayhooks chat scope prev=prev-digest head={out['head']}")]
 

@@ -73,3 +73,38 @@ async def test_block_failure_falls_back_to_the_request_prompt(monkeypatch) -> No
     # the next turn tries to store the block again (a failure is not cached as success)
     await overlay.run_async(agent_id="a", conversation_id="conv", session_scope="s", system_prompt="Be terse.")
     assert fake.calls == 2
+
+
+class _RecordingBlocks(_FailingBlocks):
+    """Letta's block API answering: no block stored; creating one works."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created: list[str] = []
+
+    async def list(self, **_):
+        self.calls += 1
+        return []
+
+    async def create(self, *, label, **_):
+        self.created.append(label)
+        return type("Block", (), {"id": f"block-{label}"})()
+
+
+async def test_a_fresh_scope_is_not_looked_up(monkeypatch) -> None:
+    from letta_hayhooks.letta_access.clients import LettaConnection
+
+    fake = _RecordingBlocks()
+    monkeypatch.setattr(LettaConnection, "async_client", lambda _connection: fake)
+    overlay = PromptOverlay(base_url="http://letta")
+    # a new chat without a system prompt: nothing stored under its scope, nothing to look up or delete
+    out = await overlay.run_async(agent_id="a", conversation_id="conv-1", session_scope="new", fresh_scope=True)
+    assert out == {"override_system": None} and fake.calls == 0
+    # a new chat with one: the block is created without looking for an old one
+    out = await overlay.run_async(agent_id="a", conversation_id="conv-2", session_scope="new2", fresh_scope=True,
+                                  system_prompt="Be terse.")
+    assert "Be terse." in out["override_system"]
+    assert fake.calls == 0 and fake.created == ["client_prompt_new2"]
+    # a scope the overlay has not seen and that is not fresh is looked up (a block may be stored from before)
+    await overlay.run_async(agent_id="a", conversation_id="conv-3", session_scope="old")
+    assert fake.calls == 1
