@@ -204,44 +204,22 @@ class ChatRequestGate:
         self.max_body_bytes = max_body_bytes
         self.responses = responses
 
-    async def __call__(  # noqa: PLR0911, PLR0912 - one early answer per kind of bad request
+    async def __call__(  # noqa: PLR0911 - one early answer per kind of bad request
         self, scope: MutableMapping[str, Any], receive: Callable, send: Callable
     ) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in CHAT_PATHS:
-            if self.responses is not None and scope["path"] in RESPONSES_PATHS and scope.get("method") == "POST":
-                await self._answer_response(scope, receive, send)
-                return
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                error = too_large(f"The request body is larger than {self.max_body_bytes} bytes.")
-                await _send_json(send, 413, error.body())
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        raw = b"".join(chunks)
-        try:
-            # parsing megabytes takes tens of milliseconds: off the event loop, so other requests are not held up
-            body = json.loads(raw) if len(raw) < _INLINE_PARSE_BYTES else await asyncio.to_thread(json.loads, raw)
-        except ValueError:
-            await _send_json(send, 400, invalid_request("The request body is not valid JSON.").body())
+        responses = self.responses is not None and scope["path"] in RESPONSES_PATHS
+        if scope["path"] not in CHAT_PATHS and not responses:
+            await self.app(scope, receive, send)
             return
-        except RecursionError:
-            # thousands of nested brackets exhaust the parser's stack: the client's fault, not a 500
-            error = invalid_request("The request body is nested too deeply.", code="nested_too_deeply")
-            await _send_json(send, 400, error.body())
+        read = await self._read_json(receive, send)
+        if read is None:
             return
-        if not isinstance(body, dict):
-            await _send_json(send, 400, invalid_request("The request body must be a JSON object.").body())
+        body, raw = read
+        if responses:
+            await self._answer_response(body, scope, receive, send)
             return
         if not isinstance(body.get("stream", False), bool):
             # Hayhooks' request model would read "yes" as true: OpenAI takes only JSON booleans
@@ -277,10 +255,45 @@ class ChatRequestGate:
 
         await self.app(scope, replay, send)
 
-    async def _answer_response(self, scope: MutableMapping[str, Any], receive: Callable, send: Callable) -> None:
+    async def _read_json(self, receive: Callable, send: Callable) -> tuple[dict[str, Any], bytes] | None:
+        """The request's JSON object and its bytes; None once a 413 or 400 was sent for it (or the client left)."""
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                error = too_large(f"The request body is larger than {self.max_body_bytes} bytes.")
+                await _send_json(send, 413, error.body())
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        raw = b"".join(chunks)
+        try:
+            # parsing megabytes takes tens of milliseconds: off the event loop, so other requests are not held up
+            body = json.loads(raw) if len(raw) < _INLINE_PARSE_BYTES else await asyncio.to_thread(json.loads, raw)
+        except ValueError:
+            await _send_json(send, 400, invalid_request("The request body is not valid JSON.").body())
+            return None
+        except RecursionError:
+            # thousands of nested brackets exhaust the parser's stack: the client's fault, not a 500
+            error = invalid_request("The request body is nested too deeply.", code="nested_too_deeply")
+            await _send_json(send, 400, error.body())
+            return None
+        if not isinstance(body, dict):
+            await _send_json(send, 400, invalid_request("The request body must be a JSON object.").body())
+            return None
+        return body, raw
+
+    async def _answer_response(self, body: dict[str, Any], scope: MutableMapping[str, Any], receive: Callable,
+                               send: Callable) -> None:
         assert self.responses is not None
         try:
-            response = await self.responses(Request(scope, receive))
+            response = await self.responses.respond(body, scope)
         except Exception as exc:  # noqa: BLE001 - a bug must still answer with an OpenAI error body
             log.opt(exception=exc).error("Unhandled error")
             await _send_json(send, 500, error_body(500, "Internal error in the proxy.", code="internal_error"))

@@ -300,19 +300,26 @@ class ResponsesEndpoint:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, request: Request) -> Any:
-        tenant = _tenant(request.scope)
         try:
             body = await read_body(request, self.max_body_bytes())
+        except OpenAIError as error:
+            return _error(error)
+        return await self.respond(body, request.scope)
+
+    async def respond(self, body: dict[str, Any], scope: MutableMapping[str, Any]) -> Any:
+        """The response to a request whose JSON body was read already (the chat gate reads it as it does a chat's)."""
+        tenant = _tenant(scope)
+        try:
             parsed = parse_request(body)
             chat = await resolve_model(self.models(), parsed.model, tenant)
             if chat.shared.drain.draining:
                 raise shutting_down()
-            return await self._answer(chat, parsed, body, request, tenant)
+            return await self._answer(chat, parsed, body, scope, tenant)
         except OpenAIError as error:
             return _error(error)
 
-    async def _answer(self, chat: AgentChat, parsed: ResponsesRequest, body: dict[str, Any], request: Request,
-                      tenant: Tenant | None) -> Any:
+    async def _answer(self, chat: AgentChat, parsed: ResponsesRequest, body: dict[str, Any],
+                      scope: MutableMapping[str, Any], tenant: Tenant | None) -> Any:
         if parsed.ignored_tools:
             log.info("Responses request for '{}': tool types the agent cannot run are ignored: {}",
                      parsed.model, ", ".join(sorted(set(parsed.ignored_tools))))
@@ -325,7 +332,7 @@ class ResponsesEndpoint:
         if turn_input.ignored_items:
             log.info("Responses request for '{}': hosted-tool items ignored: {}", parsed.model,
                      ", ".join(sorted(set(turn_input.ignored_items))))
-        headers = Headers(scope=request.scope)
+        headers = Headers(scope=scope)
         turn = await chat.start_turn(parsed.model, turn_input.messages, turn_input.body, headers, tenant=tenant,
                                      request_id=f"resp-{uuid.uuid4().hex}", conversation_id=conversation_id,
                                      seed_history=seed, require_user=conversation_id is None, route="responses")

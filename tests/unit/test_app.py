@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from letta_hayhooks.server.app import ChatRequestGate
@@ -15,8 +14,8 @@ class Endpoint:
     def __init__(self) -> None:
         self.bodies: list[Any] = []
 
-    async def __call__(self, request: Request) -> JSONResponse:
-        self.bodies.append(await request.json())
+    async def respond(self, body: dict, scope: dict) -> JSONResponse:
+        self.bodies.append(body)
         return JSONResponse({"object": "response"})
 
 
@@ -54,11 +53,22 @@ def test_responses_are_answered_by_the_endpoint_without_the_route_table() -> Non
 
 
 def test_a_failing_endpoint_still_answers_an_openai_error() -> None:
-    async def broken(request: Request) -> JSONResponse:
-        raise RuntimeError("bug")
+    class Broken:
+        async def respond(self, body: dict, scope: dict) -> JSONResponse:
+            raise RuntimeError("bug")
 
     gate = ChatRequestGate(lambda *a: None, models=lambda: None, max_body_bytes=1000,  # type: ignore[arg-type]
-                           responses=broken)  # type: ignore[arg-type]
+                           responses=Broken())  # type: ignore[arg-type]
     status, body = call(gate, "POST", "/v1/responses")
     assert status == 500
     assert b'"internal_error"' in body
+
+
+def test_a_responses_body_is_checked_like_a_chat_body() -> None:
+    endpoint = Endpoint()
+    gate = ChatRequestGate(lambda *a: None, models=lambda: None, max_body_bytes=100,  # type: ignore[arg-type]
+                           responses=endpoint)  # type: ignore[arg-type]
+    assert call(gate, "POST", "/v1/responses", b"{not json")[0] == 400
+    assert call(gate, "POST", "/v1/responses", b"[1, 2]")[0] == 400
+    assert call(gate, "POST", "/v1/responses", b'{"input": "' + b"x" * 200 + b'"}')[0] == 413
+    assert endpoint.bodies == []
