@@ -371,9 +371,11 @@ def report(paths: dict[str, BenchPath], turns: int, warmup: int, elapsed: float,
     rows = []
     outside: dict[str, list[float]] = {}
     outside_ttft: dict[str, list[float]] = {}
+    outside_by_round: dict[str, dict[int, float]] = {}
     for name, path in paths.items():
         pre, post, out_t, out_tt, at_letta = [], [], [], [], []
-        for t, r in zip(path.timings, path.records, strict=True):
+        by_round = outside_by_round.setdefault(name, {})
+        for i, (t, r) in enumerate(zip(path.timings, path.records, strict=True)):
             if not t.ok or r is None:
                 continue
             letta_end = r.get("t_done") or r["t_resp_last"]  # Letta's answer ends at [DONE]
@@ -382,6 +384,7 @@ def report(paths: dict[str, BenchPath], turns: int, warmup: int, elapsed: float,
             pre.append(r["t_req"] - t.t0)
             post.append(t.t0 + t.total - letta_end)
             out_t.append(t.total - letta_total)
+            by_round[i] = t.total - letta_total
             if path.stream and r["assistant"] and not math.isnan(t.ttft):
                 out_tt.append(t.ttft - (r["assistant"][0] - r["t_req"]))
         outside[name], outside_ttft[name] = out_t, out_tt
@@ -426,6 +429,25 @@ def report(paths: dict[str, BenchPath], turns: int, warmup: int, elapsed: float,
                f"targets: median <= {TARGET_MEDIAN * 1000:.0f} ms, p99 <= {TARGET_P99 * 1000:.0f} ms, "
                f"TTFT <= {TARGET_TTFT * 1000:.0f} ms)\n")
     out.append(md_table(["path", "added median", "added p99", "added TTFT median", "added TTFT p99", "targets"], rows))
+
+    rows = []
+    pairs = (("serve-responses-nonstream", "serve-nonstream"), ("serve-responses-stream", "serve-stream"))
+    for responses, chat in pairs:
+        if responses not in outside_by_round or chat not in outside_by_round:
+            continue
+        a, b = outside_by_round[responses], outside_by_round[chat]
+        diffs = [a[i] - b[i] for i in sorted(a.keys() & b.keys())]
+        if not diffs:
+            continue
+        lo, hi = _bootstrap_ci(diffs)
+        rows.append([responses, chat, ms(median(list(a.values())), 2), ms(median(list(b.values())), 2),
+                     f"{ms(median(diffs), 2)} [{ms(lo, 2)}, {ms(hi, 2)}]"])
+        verdict.setdefault(responses, {})["versus_chat"] = {"paired": median(diffs), "ci": (lo, hi)}
+    if rows:
+        out.append("\n**A Responses turn against the same Chat Completions turn** (time outside Letta, ms: the "
+                   "medians, and the median of the per-round differences with its 95% bootstrap interval)\n")
+        out.append(md_table(["Responses path", "Chat Completions path", "Responses outside", "Chat outside",
+                             "paired difference [95% CI]"], rows))
     markdown = "\n".join(out)
     return markdown, {"info": info, "verdict": verdict}
 

@@ -80,6 +80,10 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
     from letta_hayhooks.server import app  # noqa: PLC0415
 
     _wrap_async(app.ChatRequestGate, "__call__", "1 chat gate (body read, JSON, model)")
+    from letta_hayhooks.server import responses  # noqa: PLC0415
+
+    _wrap_async(responses.ResponsesEndpoint, "__call__", "1 Responses endpoint")
+    _wrap_async(responses.ResponsesEndpoint, "_answer", "1 Responses endpoint._answer")
     _wrap_async(chat_service.AgentChat, "start_turn", "2 AgentChat.start_turn")
     _wrap_async(chat_service.AgentChat, "_run", "3 AgentChat._run")
     _wrap_async(chat_service.AgentChat, "_start_stream", "3 AgentChat._start_stream")
@@ -119,7 +123,7 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
     cli_main()
 
 
-def run(turns: int, session: bool, transcript: bool = False) -> str:  # noqa: PLR0912, PLR0915
+def run(turns: int, session: bool, transcript: bool = False, wire: str = "chat") -> str:  # noqa: PLR0912, PLR0915
     from letta_client import Letta  # noqa: PLC0415
 
     from benchmarks.common import (  # noqa: PLC0415
@@ -136,6 +140,7 @@ def run(turns: int, session: bool, transcript: bool = False) -> str:  # noqa: PL
         wait_for_models,
         workdir,
     )
+    from benchmarks.overhead import proxy_response  # noqa: PLC0415
 
     with workdir("timeline") as wd:
         from benchmarks.common import letta_server  # noqa: PLC0415
@@ -168,8 +173,11 @@ def run(turns: int, session: bool, transcript: bool = False) -> str:  # noqa: PL
                 sent = []
                 for i in range(turns + 3):
                     for stream in (False, True):
-                        t = proxy_chat(http, proxy.url, agent.name, f"timeline {i} {stream}", stream=stream,
-                                       headers=headers, history=history)
+                        if wire == "responses":
+                            t = proxy_response(http, proxy.url, agent.name, f"timeline {i} {stream}", stream=stream)
+                        else:
+                            t = proxy_chat(http, proxy.url, agent.name, f"timeline {i} {stream}", stream=stream,
+                                           headers=headers, history=history)
                         if i >= 3:
                             sent.append((stream, t))
                 process.send_signal(signal.SIGUSR1)
@@ -218,8 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session", action="store_true", help="send an X-Session-Id and the whole transcript")
     parser.add_argument("--transcript", action="store_true",
                         help="send the whole transcript without a key (the default `transcript` policy finds the chat)")
+    parser.add_argument("--responses", action="store_true",
+                        help="send one-message turns as POST /v1/responses instead of chat completions")
     parsed = parser.parse_args(args)
-    print(run(parsed.turns, parsed.session, parsed.transcript))
+    print(run(parsed.turns, parsed.session, parsed.transcript, "responses" if parsed.responses else "chat"))
     return 0
 
 
