@@ -394,20 +394,21 @@ class ResponsesEndpoint:
         encoder = ResponseEncoder(response_id_for(run_id), chat.model_id, parsed.echo)
 
         async def frames() -> AsyncIterator[str]:
+            # the events one chunk makes go out in one write (the lifecycle events around a delta come in threes)
             ended = False
             try:
-                for event in encoder.start():
-                    yield sse_frame(event)
+                yield "".join(sse_frame(event) for event in encoder.start())
                 chunk = first
                 while chunk is not None:
                     if not ended:
-                        for event in encoder.feed(chunk):
-                            yield sse_frame(event)
+                        events = encoder.feed(chunk)
                         if chunk.finish_reason is not None:
                             # the answer is complete: end the stream now; the rest of the pipeline finishes after
-                            for event in encoder.complete(chunk.finish_reason, (chunk.meta or {}).get("usage")):
-                                yield sse_frame(event)
+                            events = [*events, *encoder.complete(chunk.finish_reason, (chunk.meta or {}).get("usage"))]
                             ended = True
+                        if events:
+                            yield "".join(sse_frame(event) for event in events)
+                        if ended:
                             assert encoder.final is not None
                             await self._remember(parsed, own, encoder.final, tenant)
                     chunk = await anext(chunks, None)
