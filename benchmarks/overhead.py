@@ -1,7 +1,7 @@
 """
 Per-turn overhead of letta-hayhooks over talking to Letta directly, with the scripted model answering instantly.
 
-The same N turns go, interleaved round-robin (the starting path rotates every round), through these paths, each
+The same N turns go, interleaved (in a new random order every round), through these paths, each
 with its own agent so every history grows alike:
 
 - `floor-steps`  / `floor-tokens`: letta-client straight to Letta (`conversations.messages.create`, streaming,
@@ -270,9 +270,13 @@ def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
             spy = PySpy(serve.pid, opts.profile).start() if opts.profile else None
             print(f"measuring {turns} turns per path ({len(order)} paths, interleaved)", file=sys.stderr)
             started = clock()
+            shuffler = random.Random(20261129)
             for i in range(turns):
-                rotated = order[i % len(order):] + order[: i % len(order)]
-                for name in rotated:
+                # a new order every round: no path always follows the same neighbour (whose leftover work it would
+                # always meet), and a pair compared per round runs in both orders
+                shuffled = list(order)
+                shuffler.shuffle(shuffled)
+                for name in shuffled:
                     path = paths[name]
                     proxy_before = cpu_seconds(path.proxy_pid) if path.proxy_pid else 0.0
                     letta_before = cpu_seconds(letta_pid)
@@ -316,7 +320,7 @@ def report(paths: dict[str, BenchPath], turns: int, warmup: int, elapsed: float,
     out: list[str] = []
     verdict: dict = {}
     out.append(f"Run {timestamp()}: {turns} turns per path after {warmup} warm-up turns, {len(paths)} paths "
-               f"interleaved round-robin (rotating start), {pause * 1000:.0f} ms between turns (for the background "
+               f"interleaved (a new random order every round), {pause * 1000:.0f} ms between turns (for the background "
                f"work a turn leaves: head writes, spare conversations), {elapsed:.0f} s. While measuring: "
                f"{env_note}.\n")
     out.append(LEGEND)
