@@ -1,5 +1,5 @@
 """
-A Haystack `Pipeline` that runs an acyclic graph's components one after another, without the general scheduler.
+A Haystack `Pipeline` that runs an acyclic graph's components in dependency order, without the general scheduler.
 """
 
 from __future__ import annotations
