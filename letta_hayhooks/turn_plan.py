@@ -179,12 +179,7 @@ def plan_turn(
         raise ValueError(msg)
     key, source = _session_key(request, headers, tenant)
     open_webui_chat = _header(headers, (OPEN_WEBUI_CHAT_HEADER,))
-    tenant_id = tenant.id if tenant is not None else None
-    idempotency_key = _header(headers, IDEMPOTENCY_HEADERS)
-    retry = idempotency_key is not None or _sdk_retry(headers)
-    positions = request.new_turn.user_positions
-    first_new = min([*positions, *request.new_turn.tool_positions], default=len(request.messages))
-    digests = transcript_digests(request.messages, first_new)
+    tenant_id, idempotency_key, retry, positions, first_new, digests = _turn_basics(request, headers, tenant)
     background_task = key is None and not request.stream and (
         open_webui_chat is not None or (not digests.has_history and _looks_like_background_task(request)))
     throwaway = background_task or (key is None and policy == "ephemeral")
@@ -228,17 +223,25 @@ def plan_turn(
     )
 
 
+def _turn_basics(
+    request: ChatRequest, headers: Mapping[str, str] | None, tenant: Tenant | None
+) -> tuple[str | None, str | None, bool, Sequence[int], int, TranscriptDigests]:
+    """What every plan starts from: tenant id, Idempotency-Key, whether it is a retry, the new user messages'
+    positions, the first new message, and the transcript's digests."""
+    idempotency_key = _header(headers, IDEMPOTENCY_HEADERS)
+    positions = request.new_turn.user_positions
+    first_new = min([*positions, *request.new_turn.tool_positions], default=len(request.messages))
+    return (tenant.id if tenant is not None else None, idempotency_key,
+            idempotency_key is not None or _sdk_retry(headers), positions, first_new,
+            transcript_digests(request.messages, first_new))
+
+
 def _named_conversation_plan(
     agent_id: str, request: ChatRequest, headers: Mapping[str, str] | None, policy: str, tenant: Tenant | None,
     conversation_id: str, seed_history: bool,
 ) -> TurnPlan:
     """The plan of a turn in a conversation the client named: keyed by the conversation itself."""
-    tenant_id = tenant.id if tenant is not None else None
-    idempotency_key = _header(headers, IDEMPOTENCY_HEADERS)
-    retry = idempotency_key is not None or _sdk_retry(headers)
-    positions = request.new_turn.user_positions
-    first_new = min([*positions, *request.new_turn.tool_positions], default=len(request.messages))
-    digests = transcript_digests(request.messages, first_new)
+    tenant_id, idempotency_key, retry, positions, first_new, digests = _turn_basics(request, headers, tenant)
     scope = session_digest(agent_id, f"\x00conversation\x00{conversation_id}", tenant_id)
     # only the new items arrive: a new turn unless the client says it retries (then its text tells it apart)
     seed = idempotency_key or (_sdk_retry_seed(request) if retry else uuid.uuid4().hex)
