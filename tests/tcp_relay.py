@@ -56,12 +56,16 @@ class TcpRelay:
             upstream.settimeout(None)
             with self._lock:
                 self._connections.update({client, upstream})
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            for src, dst, to_target in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(src, dst, to_target), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def forwarded(self, data: bytes, *, to_target: bool) -> None:
+        """Called with every piece of data passed on (a subclass may keep it)."""
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, to_target: bool) -> None:
         try:
             while data := src.recv(65536):
+                self.forwarded(data, to_target=to_target)
                 dst.sendall(data)
         except OSError:
             pass

@@ -156,22 +156,9 @@ class HeaderRelay(TcpRelay):
         super().__init__(target_port)
         self.sent = bytearray()
 
-    def _pipe(self, src, dst) -> None:
-        import contextlib
-        import socket
-
-        to_letta = dst.getpeername()[1] == self.target_port
-        try:
-            while data := src.recv(65536):
-                if to_letta:
-                    self.sent.extend(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for conn in (src, dst):
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
+    def forwarded(self, data: bytes, *, to_target: bool) -> None:
+        if to_target:
+            self.sent.extend(data)
 
     def traceparents(self) -> list[str]:
         return re.findall(r"(?im)^traceparent:\s*(\S+)\r$", self.sent.decode("latin-1"))
