@@ -54,13 +54,16 @@ class LoadController:
         gate.waiting += 1
         self._count(agent_id, waiting=1)
         try:
-            await self._acquire(gate.lock, deadline, "Another request for this session is still in progress.")
+            # free when unlocked and nobody else waits (a waiter just woken still counts in `waiting`)
+            await self._acquire(gate.lock, deadline, "Another request for this session is still in progress.",
+                                free=not gate.lock.locked() and gate.waiting == 1)
             ticket = Ticket(self, session, gate, agent_id)
             try:
                 agent_slots = self._agents.setdefault(agent_id, asyncio.Semaphore(self.max_inflight_per_agent))
-                await self._acquire(agent_slots, deadline, "Too many turns in progress for this agent.")
+                await self._acquire(agent_slots, deadline, "Too many turns in progress for this agent.",
+                                    free=not agent_slots.locked())
                 ticket.agent_slots = agent_slots
-                await self._acquire(self._global, deadline, "Too many turns in progress.")
+                await self._acquire(self._global, deadline, "Too many turns in progress.", free=not self._global.locked())
                 ticket.global_slot = True
             except BaseException:
                 ticket.release()
@@ -92,7 +95,12 @@ class LoadController:
         if not gate.lock.locked() and gate.waiting == 0 and self._sessions.get(session) is gate:
             self._sessions.pop(session, None)
 
-    async def _acquire(self, primitive: asyncio.Lock | asyncio.Semaphore, deadline: float, message: str) -> None:
+    async def _acquire(self, primitive: asyncio.Lock | asyncio.Semaphore, deadline: float, message: str, *,
+                       free: bool) -> None:
+        if free:
+            # taken at once, without the task `wait_for` would start for it (three a turn otherwise)
+            await primitive.acquire()
+            return
         remaining = deadline - time.monotonic()
         try:
             await asyncio.wait_for(primitive.acquire(), timeout=max(remaining, 0.001))

@@ -66,3 +66,26 @@ async def test_agent_cap_lets_other_agents_through() -> None:
         ticket.release()
         ticket.release()  # idempotent
     assert load.inflight == 0
+
+
+async def test_a_newcomer_does_not_jump_a_woken_waiter_and_still_times_out() -> None:
+    # a released lock whose waiter has not run yet is unlocked but not free: the newcomer queues, bounded by its wait
+    load = controller(queue_wait=0.05)
+    first = await load.acquire("agent", "s")
+    woken = asyncio.create_task(load.acquire("agent", "s"))
+    await asyncio.sleep(0)
+    first.release()  # `woken` is due to run, but has not yet: the newcomer below starts first, in this task
+    with pytest.raises(OpenAIError) as late:
+        async with asyncio.timeout(2):  # a newcomer queued without its bound would end here instead
+            await load.acquire("agent", "s")
+    assert late.value.status == 429
+    (await woken).release()
+    assert load.inflight == 0
+
+
+async def test_a_free_slot_is_taken_without_waiting() -> None:
+    load = controller()
+    ticket = await load.acquire("agent", "s")
+    assert load.inflight == 1 and load.waiting["agent"] == 0
+    ticket.release()
+    assert load.inflight == 0
