@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import inspect
 import os
 import signal
 import subprocess
@@ -51,6 +52,26 @@ def _wrap_async(owner: object, attr: str, label: str) -> None:
             _mark(f"{label} <")
 
     setattr(owner, attr, wrapped)
+
+
+def _wrap_sync(owner: object, attr: str, label: str) -> None:
+    original = getattr(owner, attr, None)
+    if original is None:
+        print(f"timeline: cannot wrap {owner!r}.{attr}", file=sys.stderr)
+        return
+
+    @functools.wraps(original)
+    def wrapped(*args: object, **kwargs: object) -> object:
+        _mark(f"{label} >")
+        try:
+            return original(*args, **kwargs)
+        finally:
+            _mark(f"{label} <")
+
+    if isinstance(inspect.getattr_static(owner, attr), staticmethod):
+        setattr(owner, attr, staticmethod(wrapped))
+    else:
+        setattr(owner, attr, wrapped)
 
 
 def _instrumented_serve(out: str, argv: list[str]) -> None:
@@ -85,6 +106,16 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
     _wrap_async(responses.ResponsesEndpoint, "__call__", "1 Responses endpoint")
     _wrap_async(responses.ResponsesEndpoint, "_answer", "1 Responses endpoint._answer")
     _wrap_async(chat_service.AgentChat, "start_turn", "2 AgentChat.start_turn")
+    for name in ("validate_chat_request", "plan_turn", "request_fingerprint"):
+        _wrap_sync(chat_service, name, f"2 {name}")
+    _wrap_async(chat_service, "check_image_urls", "2 check_image_urls")
+    _wrap_sync(chat_service.AgentChat, "_pipeline_inputs", "2 AgentChat._pipeline_inputs")
+    from letta_hayhooks.chat import load_control  # noqa: PLC0415
+    from letta_hayhooks.chat.acyclic_pipeline import AcyclicPipeline  # noqa: PLC0415
+
+    _wrap_async(load_control.LoadController, "acquire", "3 load slot")
+    _wrap_sync(Pipeline, "stream", "4 Pipeline.stream (sync part)")
+    _wrap_async(AcyclicPipeline, "run_async", "4 AcyclicPipeline.run_async")
     _wrap_async(chat_service.AgentChat, "_run", "3 AgentChat._run")
     _wrap_async(chat_service.AgentChat, "_start_stream", "3 AgentChat._start_stream")
     _wrap_async(Pipeline, "run_async", "4 Pipeline.run_async")
@@ -96,6 +127,7 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
         import letta_client.resources.conversations.messages as letta_messages  # noqa: PLC0415
 
         _wrap_async(letta_messages.AsyncMessagesResource, "create", "6 letta-client messages.create")
+    _wrap_async(httpx.AsyncClient, "send", "6 httpx send")
     with contextlib.suppress(ImportError):
         from httpcore._async import connection  # noqa: PLC0415
 
@@ -117,6 +149,11 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:
         await send(self, message)
 
     httptools_impl.RequestResponseCycle.send = counted_send
+    _wrap_sync(httptools_impl.HttpToolsProtocol, "on_message_begin", "0 uvicorn: request's first byte parsed")
+    _wrap_sync(httptools_impl.HttpToolsProtocol, "on_message_complete", "0 uvicorn: request's last byte parsed")
+    from starlette.middleware.errors import ServerErrorMiddleware  # noqa: PLC0415
+
+    _wrap_async(ServerErrorMiddleware, "__call__", "0 app entry (outermost middleware)")
     sys.argv = ["letta-hayhooks", *argv]
     from letta_hayhooks.cli import main as cli_main  # noqa: PLC0415
 
@@ -133,6 +170,7 @@ def run(turns: int, session: bool, transcript: bool = False, wire: str = "chat")
         clock,
         create_agent,
         free_port,
+        letta_turn,
         match_record,
         median,
         proxy_chat,
@@ -149,6 +187,7 @@ def run(turns: int, session: bool, transcript: bool = False, wire: str = "chat")
             relay = TimingRelay(letta.letta_port, wd).start()
             direct = Letta(base_url=relay.url, timeout=300, max_retries=0)
             agent = create_agent(direct, f"bench-tl-{run_id()}")
+            floor_agent = create_agent(direct, f"bench-tl-floor-{run_id()}")
             port = free_port()
             marks_file = wd / "marks.tsv"
             env = {**os.environ, "LETTA_BASE_URL": relay.url, "HAYSTACK_TELEMETRY_ENABLED": "false",
@@ -171,6 +210,7 @@ def run(turns: int, session: bool, transcript: bool = False, wire: str = "chat")
                 headers = {"X-Session-Id": f"timeline-{run_id()}"} if session else None
                 history: list[dict] | None = [] if session or transcript else None
                 sent = []
+                floor_sent = []
                 for i in range(turns + 3):
                     for stream in (False, True):
                         if wire == "responses":
@@ -178,8 +218,13 @@ def run(turns: int, session: bool, transcript: bool = False, wire: str = "chat")
                         else:
                             t = proxy_chat(http, proxy.url, agent.name, f"timeline {i} {stream}", stream=stream,
                                            headers=headers, history=history)
+                        floor = letta_turn(direct, floor_agent.id, f"timeline floor {i} {stream}", stream_tokens=stream)
                         if i >= 3:
                             sent.append((stream, t))
+                            floor_sent.append((stream, floor))
+                failed = [t.error for _, t in sent if not t.ok]
+                if failed:
+                    print(f"timeline: {len(failed)} proxy turns failed, the first: {failed[0]}", file=sys.stderr)
                 process.send_signal(signal.SIGUSR1)
                 process.wait(15)
             finally:
@@ -188,6 +233,18 @@ def run(turns: int, session: bool, transcript: bool = False, wire: str = "chat")
         lines = marks_file.read_text().splitlines() if marks_file.exists() else []
     marks = [(line.split("\t")[0], float(line.split("\t")[1])) for line in lines]
     out = []
+    for stream in (False, True):
+        floor_series: dict[str, list[float]] = {}
+        for kind, t in floor_sent:
+            record = match_record(records, t.t0, t.t0 + t.total, "/messages")
+            if kind != stream or not t.ok or record is None:
+                continue
+            done = record.get("t_done") or record["t_resp_last"]
+            for name, value in (("before (client send to Letta)", record["t_req"] - t.t0),
+                                ("after (Letta's [DONE] to client done)", t.t0 + t.total - done)):
+                floor_series.setdefault(name, []).append(value * 1000)
+        out.append(f"\n{'stream' if stream else 'non-stream'} floor (letta-client straight to Letta), median ms: " +
+                   ", ".join(f"{name} {median(values):.2f}" for name, values in floor_series.items()))
     for stream in (False, True):
         series: dict[str, list[float]] = {}
         for kind, t in sent:
@@ -200,6 +257,8 @@ def run(turns: int, session: bool, transcript: bool = False, wire: str = "chat")
             if record is not None:
                 points += [("relay: request reaches Letta", record["t_req"]),
                            ("relay: Letta's last byte", record["t_resp_last"])]
+                if record.get("t_done"):
+                    points.append(("relay: Letta's [DONE]", record["t_done"]))
                 if record["assistant"]:
                     points.append(("relay: Letta's first assistant_message", record["assistant"][0]))
             if stream and t.chunk_times:
