@@ -74,7 +74,7 @@ def _wrap_sync(owner: object, attr: str, label: str) -> None:
         setattr(owner, attr, wrapped)
 
 
-def _instrumented_serve(out: str, argv: list[str]) -> None:
+def _instrumented_serve(out: str, argv: list[str]) -> None:  # noqa: PLR0915 - one mark after another
     """Run `letta-hayhooks serve` in this process with the marks installed; SIGUSR1 writes them to `out`."""
     from letta_hayhooks.server import hayhooks_defaults  # noqa: PLC0415
 

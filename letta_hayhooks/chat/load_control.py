@@ -63,7 +63,8 @@ class LoadController:
                 await self._acquire(agent_slots, deadline, "Too many turns in progress for this agent.",
                                     free=not agent_slots.locked())
                 ticket.agent_slots = agent_slots
-                await self._acquire(self._global, deadline, "Too many turns in progress.", free=not self._global.locked())
+                await self._acquire(self._global, deadline, "Too many turns in progress.",
+                                    free=not self._global.locked())
                 ticket.global_slot = True
             except BaseException:
                 ticket.release()
