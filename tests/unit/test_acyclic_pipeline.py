@@ -155,6 +155,99 @@ def test_stream_goes_through_it() -> None:
     assert result["streamer"] == {"text": "ab13"}
 
 
+@component
+class Holder:
+    """Streams one chunk, then keeps what it was given (to see whether the stream copied it) or waits."""
+
+    def __init__(self, wait: float = 0.0, fail: bool = False) -> None:
+        self.wait, self.fail, self.seen, self.cancelled = wait, fail, None, False
+
+    @component.output_types(kept=Any)
+    async def run_async(self, thing: Any, streaming_callback: Any = None) -> dict[str, Any]:
+        self.seen = thing
+        await streaming_callback(StreamingChunk(content="first"))
+        try:
+            await asyncio.sleep(self.wait)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        if self.fail:
+            raise RuntimeError("boom")
+        return {"kept": thing}
+
+    @component.output_types(kept=Any)
+    def run(self, thing: Any, streaming_callback: Any = None) -> dict[str, Any]:
+        raise AssertionError("the async path is used")
+
+
+def holder_pipeline(holder: Holder) -> AcyclicPipeline:
+    pipeline = AcyclicPipeline()
+    pipeline.add_component("holder", holder)
+    return pipeline
+
+
+def test_stream_hands_inputs_over_without_copying_them() -> None:
+    holder, thing = Holder(), {"mutable": [1, 2]}
+
+    async def run() -> dict[str, Any]:
+        handle = holder_pipeline(holder).stream({"holder": {"thing": thing}}, streaming_components=["holder"])
+        assert [chunk.content async for chunk in handle] == ["first"]
+        return handle.result
+
+    assert asyncio.run(run())["holder"]["kept"] is thing
+    assert holder.seen is thing
+
+
+def test_an_abandoned_stream_cancels_the_run() -> None:
+    holder = Holder(wait=30)
+
+    async def run() -> None:
+        handle = holder_pipeline(holder).stream({"holder": {"thing": 1}})
+        iterator = handle.__aiter__()
+        assert (await anext(iterator)).content == "first"
+        await iterator.aclose()
+        with pytest.raises(RuntimeError, match="cancelled"):
+            _ = handle.result
+
+    asyncio.run(asyncio.wait_for(run(), 5))
+    assert holder.cancelled
+
+
+def test_a_stream_raises_the_run_failure_after_its_chunks() -> None:
+    async def run() -> list[str]:
+        seen = []
+        handle = holder_pipeline(Holder(fail=True)).stream({"holder": {"thing": 1}})
+        with pytest.raises(PipelineRuntimeError) as raised:
+            async for chunk in handle:
+                seen.append(chunk.content)
+        assert raised.value.component_name == "holder"
+        return seen
+
+    assert asyncio.run(run()) == ["first"]
+
+
+def test_a_stream_with_a_callback_of_its_own_goes_through_haystack() -> None:
+    mine: list[str] = []
+
+    async def callback(chunk: StreamingChunk) -> None:
+        mine.append(chunk.content)
+
+    async def run() -> list[str]:
+        handle = holder_pipeline(Holder()).stream({"holder": {"thing": 1, "streaming_callback": callback}})
+        return [chunk.content async for chunk in handle]
+
+    assert asyncio.run(run()) == ["first"]
+    assert mine == ["first"]
+
+
+def test_stream_refuses_unknown_or_non_streaming_components() -> None:
+    pipeline = diamond(AcyclicPipeline)
+    with pytest.raises(ValueError, match="Unknown"):
+        pipeline.stream(inputs(), streaming_components=["nope"])
+    with pytest.raises(ValueError, match="do not support streaming"):
+        pipeline.stream(inputs(), streaming_components=["left"])
+
+
 def test_a_cycle_is_left_to_haystack(monkeypatch: pytest.MonkeyPatch) -> None:
     pipeline = AcyclicPipeline()
     pipeline.add_component("a", Slow())
