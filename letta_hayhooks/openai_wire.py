@@ -151,14 +151,22 @@ class WireChunk(ChatCompletion):
     """A `ChatCompletion` that serialises to a prebuilt payload."""
 
     _payload: str = PrivateAttr(default="")
+    # more of the stream follows at once (the stream's end: finish, usage, [DONE]): a writer may send them together
+    _more_follows: bool = PrivateAttr(default=False)
 
     @classmethod
-    def of(cls, payload: dict[str, Any] | str) -> WireChunk:
+    def of(cls, payload: dict[str, Any] | str, *, more_follows: bool = False) -> WireChunk:
         """Wrap a chunk or completion dict (or the literal `[DONE]`)."""
         chunk = cls(id="", object="chat.completion.chunk", created=0, model="", choices=[])
         chunk._payload = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False,
                                                                              separators=(",", ":"))
+        chunk._more_follows = more_follows
         return chunk
+
+    @property
+    def more_follows(self) -> bool:
+        """True when the next chunk comes without waiting: the end of a stream is written in one piece."""
+        return self._more_follows
 
     def model_dump_json(self, *args: Any, **kwargs: Any) -> str:  # noqa: ARG002 - same signature as pydantic's
         """The prebuilt payload, exactly."""

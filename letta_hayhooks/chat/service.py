@@ -152,7 +152,7 @@ class AgentChat:
         assert turn.completion is not None
         return turn.completion
 
-    async def start_turn(  # noqa: PLR0915 - the one path every wire's turn takes, every exit of it in sight
+    async def start_turn(
         self,
         model: str,
         messages: Any,
@@ -244,12 +244,18 @@ class AgentChat:
             raise
         if slot is not None:
             self.shared.idempotency.resolve(slot, reply)
+        # the answer is sent as soon as this returns, with nothing awaited in between: the turn's bookkeeping (its
+        # log line, metrics, the next spare) and what waits for the answer run right after, not before it
+        asyncio.get_running_loop().call_soon(self._answered, clock, trace, reply, completion, fate, progress)
+        return Turn(request_id, request, plan, trace, reply=reply, completion=completion)
+
+    def _answered(self, clock: _TurnClock, trace: DebugTrace, reply: ChatMessage, completion: dict[str, Any],
+                  fate: str | None, progress: TurnProgress) -> None:
+        """What follows a finished non-stream turn once its answer is out."""
+        progress.finish()
         trace.completion(completion)
         self._report(clock, reply=reply, fate=fate)
-        # the answer is sent as soon as this returns, with nothing awaited in between: what waits for it runs after
-        progress.finish()
         self.spares.refill()  # making the next spare never slows the turn that took one
-        return Turn(request_id, request, plan, trace, reply=reply, completion=completion)
 
     def _report(self, clock: _TurnClock, *, reply: ChatMessage | None = None, error: OpenAIError | None = None,
                 fate: str | None = None, ttft: float | None = None) -> None:
@@ -461,15 +467,16 @@ class AgentChat:
                 if activity is not None:
                     for item in self._show_activity(activity, mode, encoder):
                         yield item
+                ends = chunk.finish_reason is not None and not done  # then usage and [DONE] follow at once
                 for payload in encoder.encode(chunk):
                     trace.openai_chunk(payload)
-                    yield WireChunk.of(payload)
-                if chunk.finish_reason is not None and not done:
+                    yield WireChunk.of(payload, more_follows=ends)
+                if ends:
                     # the answer is complete: end the stream now; the rest of the pipeline finishes after
                     if request.include_usage:
                         payload = encoder.usage((chunk.meta or {}).get("usage"))
                         trace.openai_chunk(payload)
-                        yield WireChunk.of(payload)
+                        yield WireChunk.of(payload, more_follows=True)
                     yield WireChunk.of(DONE)
                     done = True
         except OpenAIError as error:

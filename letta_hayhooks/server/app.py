@@ -175,11 +175,18 @@ async def answer_agent_chat(
         return
 
     async def frames() -> AsyncIterator[str]:
+        held: list[str] = []  # the stream's end (finish, usage, [DONE]) goes out in one write
         async for item in result:
             if isinstance(item, WireChunk):
-                yield f"data: {item.model_dump_json()}\n\n"
+                held.append(f"data: {item.model_dump_json()}\n\n")
+                if item.more_follows:
+                    continue
             else:  # Open WebUI status events
-                yield event_to_sse_msg(item.to_event_dict())
+                held.append(event_to_sse_msg(item.to_event_dict()))
+            yield "".join(held)
+            held.clear()
+        if held:
+            yield "".join(held)
 
     await StreamingResponse(frames(), media_type="text/event-stream")(scope, receive, send)
 

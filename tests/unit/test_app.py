@@ -7,7 +7,8 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from letta_hayhooks.server.app import ChatRequestGate
+from letta_hayhooks.openai_wire import DONE, WireChunk
+from letta_hayhooks.server.app import ChatRequestGate, answer_agent_chat
 
 
 class Endpoint:
@@ -72,3 +73,37 @@ def test_a_responses_body_is_checked_like_a_chat_body() -> None:
     assert call(gate, "POST", "/v1/responses", b"[1, 2]")[0] == 400
     assert call(gate, "POST", "/v1/responses", b'{"input": "' + b"x" * 200 + b'"}')[0] == 413
     assert endpoint.bodies == []
+
+
+def test_a_streams_end_goes_out_in_one_write() -> None:
+    # finish, usage and [DONE] come together: one write, so the client does not wake three times for them
+    class Chat:
+        class shared:  # noqa: N801 - the attribute path the gate reads
+            class drain:  # noqa: N801
+                draining = False
+
+        async def answer(self, *args: Any, **kwargs: Any) -> Any:
+            async def items() -> Any:
+                yield WireChunk.of({"n": 1})
+                yield WireChunk.of({"n": 2})
+                yield WireChunk.of({"finish": True}, more_follows=True)
+                yield WireChunk.of({"usage": True}, more_follows=True)
+                yield WireChunk.of(DONE)
+
+            return items()
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        await asyncio.sleep(10)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [], "query_string": b"",
+             "asgi": {"spec_version": "2.4"}}
+    asyncio.run(answer_agent_chat(Chat(), "m", {"messages": []}, scope, receive, send))  # type: ignore[arg-type]
+    bodies = [m["body"] for m in sent if m["type"] == "http.response.body" and m.get("body")]
+    assert bodies == [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n',
+                      b'data: {"finish":true}\n\ndata: {"usage":true}\n\ndata: [DONE]\n\n']

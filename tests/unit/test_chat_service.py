@@ -109,6 +109,16 @@ async def test_a_stream_sends_role_once_usage_and_done() -> None:
     assert chat.shared.load.inflight == 0
 
 
+async def test_a_streams_end_is_marked_to_go_out_together() -> None:
+    handle = FakeHandle(chunks())
+    chat = make_chat(FakePipeline(handle))
+    request = body(True, stream_options={"include_usage": True})
+    items = [item async for item in await chat.answer("writer", request["messages"], request, {})]
+    # content chunks go out as they come; the finish chunk and usage say more follows at once, up to [DONE]
+    assert [item.more_follows for item in items] == [False, False, False, True, True, False]
+    assert items[-1].model_dump_json() == "[DONE]"
+
+
 async def test_a_stream_past_the_turn_timeout_ends_with_an_error_event_and_done() -> None:
     handle = FakeHandle([StreamingChunk(content="Hel"), StreamingChunk(content="lo")], stall=5.0)
     chat = make_chat(FakePipeline(handle), turn_timeout=0.2)
