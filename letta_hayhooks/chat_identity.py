@@ -90,8 +90,8 @@ def message_key(message: Mapping[str, Any]) -> str | None:
     if role == "user":
         return "u\x00" + _normal(_text(message.get("content")))
     if role == "assistant":
-        calls = message.get("tool_calls") or []
-        call_ids = ",".join(str(c.get("id")) for c in calls if isinstance(c, Mapping))
+        calls = message.get("tool_calls")
+        call_ids = ",".join(str(c.get("id")) for c in calls if isinstance(c, Mapping)) if calls else ""
         text = _text(message.get("content"))
         text = _normal(_REASONING.sub("", text) if "<" in text else text)
         return f"a\x00{text}\x00{call_ids}"
