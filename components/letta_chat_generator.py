@@ -300,7 +300,12 @@ async def _consume(
     emit: Callable[[list[StreamingChunk]], Awaitable[None]],
     event_observer: EventObserver | None,
 ) -> bool:
-    """Translate events up to [DONE]; True when [DONE] was reached."""
+    """
+    Translate events up to the answer's end; True when it ended (what follows is read in the background).
+
+    Letta ends a turn with `stop_reason`, `usage_statistics` and `[DONE]`, written one after the other; the answer is
+    complete at the usage that follows the stop reason, and [DONE] can come a few tenths of a millisecond later.
+    """
     async for name, event in events:
         if name == DONE_EVENT:
             return True
@@ -310,6 +315,8 @@ async def _consume(
             translator.feed({**event, "message_type": "error_message"})
         else:
             await emit(translator.feed(event))
+            if event.get("message_type") == "usage_statistics" and translator.outcome.stop_reason is not None:
+                return True
     return False
 
 

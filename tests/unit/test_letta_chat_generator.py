@@ -143,6 +143,37 @@ class TestRun:
         assert request["stream_tokens"] is True and request["include_pings"] is True
         assert request["messages"] == [{"role": "user", "content": "x", "otid": "o"}]
 
+    async def test_the_answer_ends_at_the_usage_after_the_stop_reason_not_at_done(self, fake, monkeypatch) -> None:
+        # Letta writes stop_reason, usage_statistics, [DONE]; the turn is answered without waiting for [DONE]
+        client = fake("text_tokens")
+        done_may_come = asyncio.Event()
+        recorded = _Response.iter_lines
+
+        async def slow_done(self):
+            async for line in recorded(self):
+                if line == "data: [DONE]":
+                    await done_may_come.wait()
+                yield line
+
+        monkeypatch.setattr(_Response, "iter_lines", slow_done)
+        out = await asyncio.wait_for(make().run_async(agent_id="a", messages=[], conversation_id="c", stream=True), 2)
+        assert out["replies"][0].meta["finish_reason"] == "stop" and out["replies"][0].meta["usage"]
+        assert not client.responses[0].read_to_end
+        done_may_come.set()
+        await asyncio.sleep(0.01)
+        assert client.responses[0].read_to_end  # [DONE] and the rest are still read, in the background
+
+    async def test_a_usage_before_any_stop_reason_does_not_end_the_answer(self, fake) -> None:
+        events = [e for e in load_events("text_tokens") if e.get("message_type") != "usage_statistics"]
+        stop = next(i for i, e in enumerate(events) if e.get("message_type") == "stop_reason")
+        usage = {"message_type": "usage_statistics", "completion_tokens": 1, "prompt_tokens": 1, "total_tokens": 2}
+        client = fake("text_tokens")
+        client.events = [usage, *events[:stop], events[stop], usage]
+        out = await make().run_async(agent_id="a", messages=[], conversation_id="c", stream=True)
+        assert out["replies"][0].text == "".join(
+            e.get("content", "") for e in events[:stop] if e.get("message_type") == "assistant_message")
+        assert out["replies"][0].text
+
     async def test_non_stream_asks_for_steps(self, fake) -> None:
         client = fake("text_steps")
         out = await make().run_async(agent_id="agent-1", messages=[{"role": "user", "content": "hi steps"}])
