@@ -17,7 +17,7 @@ import uvicorn
 
 from letta_hayhooks.local.letta_server import free_port
 from letta_hayhooks.server.access_log import REDACTED, RedactQuerySecrets, install, redact_query
-from letta_hayhooks.server.http_guard import guarded_protocol
+from letta_hayhooks.server.http_guard import JoinedWrites, guarded_protocol
 
 HEADER_TIMEOUT = 0.6
 KEEPALIVE = 0.6
@@ -156,3 +156,58 @@ def test_the_access_log_filter_rewrites_uvicorns_record(caplog: pytest.LogCaptur
     with caplog.at_level(logging.INFO, logger="uvicorn.access"):
         logger.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", "/v1/models?api_key=SECRET123", "1.1", 200)
     assert "SECRET123" not in caplog.text and f"api_key={REDACTED}" in caplog.text
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = self.aborted = False
+
+    def write(self, data) -> None:  # type: ignore[no-untyped-def]
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+def test_writes_of_one_loop_turn_go_out_as_one() -> None:
+
+    async def run() -> _Transport:
+        inner = _Transport()
+        joined = JoinedWrites(inner, asyncio.get_running_loop())
+        joined.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        joined.write(b"body")
+        assert inner.writes == [] and joined.get_write_buffer_size() == 23  # held until the turn ends
+        await asyncio.sleep(0)
+        assert inner.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+        joined.write(b"next")  # a later turn: its own write
+        await asyncio.sleep(0)
+        joined.write(b"last")
+        joined.close()  # what is held goes out before the close
+        assert inner.writes[1:] == [b"next", b"last"] and inner.closed
+        return inner
+
+    asyncio.run(run())
+
+
+def test_an_aborted_connection_drops_what_it_held() -> None:
+
+    async def run() -> None:
+        inner = _Transport()
+        joined = JoinedWrites(inner, asyncio.get_running_loop())
+        joined.write(b"partial")
+        joined.abort()
+        await asyncio.sleep(0)
+        assert inner.writes == [] and inner.aborted
+
+    asyncio.run(run())
