@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from hayhooks import log
 from haystack.dataclasses import StreamingChunk
 from starlette.datastructures import Headers
@@ -52,6 +52,7 @@ from letta_hayhooks.openai_responses import (
 )
 from letta_hayhooks.server.agent_models import AgentModels
 from letta_hayhooks.server.conversations_api import ConversationStore
+from letta_hayhooks.server.event_stream import EventStream
 from letta_hayhooks.tenants import Tenant, allows
 
 RESPONSES_PATHS = ("/v1/responses", "/responses")
@@ -387,7 +388,7 @@ class ResponsesEndpoint:
             await self.conversations.append(parsed.conversation, [*own, *response["output"]], tenant)
 
     async def _stream(self, turn: Turn, chat: AgentChat, parsed: ResponsesRequest, own: list[dict[str, Any]],
-                      tenant: Tenant | None) -> StreamingResponse:
+                      tenant: Tenant | None) -> EventStream:
         chunks = turn.stream()
         first = await anext(chunks, None)
         run_id = (first.meta or {}).get("run_id") if first is not None else None
@@ -424,7 +425,7 @@ class ResponsesEndpoint:
                 yield sse_frame(encoder.fail(OpenAIError(502, "The agent's answer ended early.",
                                                          type="server_error"))[0])
 
-        return StreamingResponse(frames(), media_type="text/event-stream")
+        return EventStream(frames())
 
 
 async def _close_quietly(chunks: Any) -> None:
