@@ -426,8 +426,9 @@ def proxy_chat(client: httpx.Client, url: str, model: str, text: str, *, stream:
 def letta_turn(client: Any, agent_id: str, text: str, *, stream_tokens: bool,
                conversation_id: str = "default") -> Timing:
     """
-    The floor: the same Letta call the proxy makes (`conversations.messages.create`, streaming, pings on) sent
-    directly with letta-client. `ttft` is the first `assistant_message` event.
+    The floor: the same Letta request the proxy makes (`POST /v1/conversations/{id}/messages`, streaming, pings on),
+    sent directly the way a letta-client user sends it (`conversations.messages.create`, iterated to [DONE]). `ttft`
+    is the first `assistant_message` event.
     """
     from letta_client import omit  # noqa: PLC0415
 

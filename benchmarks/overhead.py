@@ -5,7 +5,8 @@ The same N turns go, interleaved (in a new random order every round), through th
 with its own agent so every history grows alike:
 
 - `floor-steps`  / `floor-tokens`: letta-client straight to Letta (`conversations.messages.create`, streaming,
-  `stream_tokens` off / on): the same call the proxy makes for a non-stream / stream request;
+  `stream_tokens` off / on): the same Letta request the proxy makes for a non-stream / stream request, sent the way
+  a letta-client user sends it;
 - `serve-nonstream` / `serve-stream`: through `letta-hayhooks serve`;
 - `run-nonstream` / `run-stream`: through plain `hayhooks run`;
 - extra: `serve-stream-session` goes through `letta-hayhooks serve` the way a chat client uses it (an

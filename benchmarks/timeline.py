@@ -123,10 +123,9 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:  # noqa: PLR0915 - o
                        (ToolSync, "tool_sync"), (LettaChatGenerator, "generator"), (StreamAdapter, "adapter"),
                        (ChatRecorder, "recorder")):
         _wrap_async(cls, "run_async", f"5 component {label}")
-    with contextlib.suppress(ImportError):
-        import letta_client.resources.conversations.messages as letta_messages  # noqa: PLC0415
+    import letta_client  # noqa: PLC0415
 
-        _wrap_async(letta_messages.AsyncMessagesResource, "create", "6 letta-client messages.create")
+    _wrap_async(letta_client.AsyncLetta, "post", "6 letta-client post")
     _wrap_async(httpx.AsyncClient, "send", "6 httpx send")
     with contextlib.suppress(ImportError):
         from httpcore._async import connection  # noqa: PLC0415

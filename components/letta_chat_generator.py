@@ -13,7 +13,6 @@ from typing import Any
 
 from haystack import component, logging
 from haystack.dataclasses import ChatMessage, ComponentInfo, StreamingChunk
-from letta_client import omit
 
 from letta_hayhooks.chat_identity import TURN_PROGRESS
 from letta_hayhooks.errors import OpenAIError, describe_exception, from_letta_exception
@@ -21,6 +20,7 @@ from letta_hayhooks.letta_access.component_base import LettaComponent
 from letta_hayhooks.letta_access.conversations import (
     DEFAULT_CONVERSATION,
     agent_param,
+    open_turn_stream,
     pending_tool_calls,
     recent_messages,
 )
@@ -203,26 +203,17 @@ class LettaChatGenerator(LettaComponent):
         override_system: str | None,
         stream_tokens: bool,
     ) -> None:
-        client = self.client
-        # The raw SSE response: letta-client's typed stream closes the response at [DONE] without reading its end,
-        # which drops the connection, so every turn would pay a new TCP (and TLS) handshake to Letta. Letta keeps
-        # the response open a while after [DONE] (it finishes the run), so the end is read in the background.
-        opened = client.conversations.messages.with_streaming_response.create(
-            conversation_id,
-            agent_id=agent_param(agent_id, conversation_id),
-            messages=messages,  # type: ignore[arg-type]
-            streaming=True,
-            stream_tokens=stream_tokens,
-            include_pings=self.include_pings,
-            client_tools=list(client_tools) if client_tools else omit,  # type: ignore[arg-type]
-            override_system=override_system if override_system else omit,
-        )
+        # The raw SSE response: the end of what follows [DONE] (Letta keeps the response open a while, finishing the
+        # run) is read in the background, so the connection goes back to the pool for the next turn.
         response = None
         lines: AsyncIterator[str] | None = None
         reached_done = False
         try:
-            response = await opened.__aenter__()
-            lines = response.iter_lines()
+            response = await open_turn_stream(
+                self.client, agent_id, conversation_id, messages, stream_tokens=stream_tokens,
+                include_pings=self.include_pings, client_tools=list(client_tools) if client_tools else None,
+                override_system=override_system)
+            lines = response.aiter_lines()
             reached_done = await _consume(sse_events(lines), translator, emit, event_observer)
         except OpenAIError:
             raise
@@ -235,9 +226,9 @@ class LettaChatGenerator(LettaComponent):
         finally:
             if response is not None:
                 if reached_done and lines is not None:
-                    _drain_later(opened, lines)
+                    _drain_later(response, lines)
                 else:
-                    await asyncio.shield(_close(opened))
+                    await asyncio.shield(_close(response))
         if translator.outcome.stop_reason is None and translator.outcome.error is None:
             translator.outcome.error = from_letta_exception(ConnectionError("Letta ended the stream early"))
 
@@ -332,19 +323,19 @@ def _record_failure(translator: LettaEventTranslator, exc: Exception, agent_id: 
 _DRAINING: set[asyncio.Task] = set()
 
 
-async def _close(opened: Any) -> None:
+async def _close(response: Any) -> None:
     with contextlib.suppress(Exception):
-        await opened.__aexit__(None, None, None)
+        await response.aclose()
 
 
-def _drain_later(opened: Any, lines: AsyncIterator[str]) -> None:
+def _drain_later(response: Any, lines: AsyncIterator[str]) -> None:
     """Read what follows [DONE] in the background, so the connection goes back to the pool."""
 
     async def drain() -> None:
         with contextlib.suppress(Exception):
             async for _ in lines:
                 pass
-        await _close(opened)
+        await _close(response)
 
     task = asyncio.get_running_loop().create_task(drain())
     _DRAINING.add(task)

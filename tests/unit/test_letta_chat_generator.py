@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 from haystack import Pipeline
 from haystack.dataclasses import StreamingChunk
@@ -23,8 +24,9 @@ class _Response:
     def __init__(self, events: list[dict]) -> None:
         self.events = events
         self.read_to_end = False
+        self.closed = False
 
-    async def iter_lines(self):
+    async def aiter_lines(self):
         for recorded in self.events:
             await asyncio.sleep(0)
             payload = recorded
@@ -37,20 +39,12 @@ class _Response:
         yield ""
         self.read_to_end = True
 
-
-class _Opened:
-    def __init__(self, response: _Response) -> None:
-        self.response = response
-
-    async def __aenter__(self) -> _Response:
-        return self.response
-
-    async def __aexit__(self, *_: Any) -> None:
-        return None
+    async def aclose(self) -> None:
+        self.closed = True
 
 
 class FakeClient:
-    """Records the message request and answers with a recorded stream."""
+    """Records the message request (path and body) and answers with a recorded stream."""
 
     def __init__(self, events: list[dict]) -> None:
         self.events = events
@@ -59,13 +53,13 @@ class FakeClient:
         self.deleted: list[str] = []
         self.cancelled: list[str] = []
         self.conversations = self
-        self.messages = self
-        self.with_streaming_response = self
 
-    def create(self, conversation_id: str, **kwargs: Any) -> _Opened:
-        self.requests.append({"conversation_id": conversation_id, **kwargs})
+    async def post(self, path: str, *, cast_to: Any, body: dict, stream: bool) -> _Response:
+        assert cast_to is httpx.Response and stream
+        conversation_id = path.removeprefix("/v1/conversations/").removesuffix("/messages")
+        self.requests.append({"conversation_id": conversation_id, **body})
         self.responses.append(_Response(self.events))
-        return _Opened(self.responses[-1])
+        return self.responses[-1]
 
     async def delete(self, conversation_id: str) -> None:
         self.deleted.append(conversation_id)
@@ -147,7 +141,7 @@ class TestRun:
         # Letta writes stop_reason, usage_statistics, [DONE]; the turn is answered without waiting for [DONE]
         client = fake("text_tokens")
         done_may_come = asyncio.Event()
-        recorded = _Response.iter_lines
+        recorded = _Response.aiter_lines
 
         async def slow_done(self):
             async for line in recorded(self):
@@ -155,7 +149,7 @@ class TestRun:
                     await done_may_come.wait()
                 yield line
 
-        monkeypatch.setattr(_Response, "iter_lines", slow_done)
+        monkeypatch.setattr(_Response, "aiter_lines", slow_done)
         out = await asyncio.wait_for(make().run_async(agent_id="a", messages=[], conversation_id="c", stream=True), 2)
         assert out["replies"][0].meta["finish_reason"] == "stop" and out["replies"][0].meta["usage"]
         assert not client.responses[0].read_to_end
@@ -195,6 +189,7 @@ class TestRun:
         assert out["replies"][0].tool_calls[0].tool_name == "get_weather"
         assert out["replies"][0].meta["finish_reason"] == "tool_calls"
         assert client.requests[0]["client_tools"] == tools and client.requests[0]["override_system"] == "SYSTEM"
+        assert client.requests[0]["conversation_id"] == "conv-9" and "agent_id" not in client.requests[0]
 
     async def test_llm_error_raises_an_openai_error(self, fake) -> None:
         fake("llm_error_tokens")
@@ -227,7 +222,7 @@ class TestRun:
             await asyncio.sleep(3600)
             yield ""
 
-        monkeypatch.setattr(_Response, "iter_lines", never_ending)
+        monkeypatch.setattr(_Response, "aiter_lines", never_ending)
         task = asyncio.create_task(make().run_async(agent_id="a", messages=[], conversation_id="conv-5"))
         await asyncio.sleep(0.05)
         task.cancel()
