@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from haystack import logging
@@ -156,7 +157,7 @@ class AgentCatalog:
         """Blocking refresh (background thread, start-up). Returns False when Letta could not be listed."""
         self.last_attempt = time.monotonic()
         try:
-            agents = all_items(self.sync_client.agents.list, limit=_PAGE_SIZE, include=_INCLUDE)
+            agents = all_items(self._raw_agents_page, limit=_PAGE_SIZE, include=_INCLUDE)
             rows = [_row(agent) for agent in agents]
         except Exception as exc:  # noqa: BLE001 - any failure leaves the previous catalogue in place
             self._failed(exc)
@@ -168,13 +169,22 @@ class AgentCatalog:
         """Refresh from a request handler. Returns False when Letta could not be listed."""
         self.last_attempt = time.monotonic()
         try:
-            agents = await all_items_async(self.async_client.agents.list, limit=_PAGE_SIZE, include=_INCLUDE)
+            agents = await all_items_async(self._raw_agents_page_async, limit=_PAGE_SIZE, include=_INCLUDE)
             rows = [_row(agent) for agent in agents]
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
             return False
         self._store(rows)
         return True
+
+    # The listing is read as plain JSON: letta-client's objects for a page of full agent states cost 9 ms of CPU for
+    # 15 agents (a Python walk per field), held from the refresh thread every 30 s against the event loop's turns;
+    # the catalogue needs five fields of each.
+    def _raw_agents_page(self, **params: Any) -> list[dict[str, Any]]:
+        return self.sync_client.agents.with_raw_response.list(**params).http_response.json()
+
+    async def _raw_agents_page_async(self, **params: Any) -> list[dict[str, Any]]:
+        return (await self.async_client.agents.with_raw_response.list(**params)).http_response.json()
 
     def lookup(self, model: str) -> AgentInfo | None:
         """Resolve without touching Letta: an advertised model id or a raw agent id."""
@@ -207,13 +217,13 @@ _SHARED: dict[tuple, AgentCatalog] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def _row(agent: Any) -> tuple[str, str, str | None, int, tuple[str, ...]]:
-    created = getattr(agent, "created_at", None)
-    agent_type = getattr(agent, "agent_type", None)
+def _row(agent: dict[str, Any]) -> tuple[str, str, str | None, int, tuple[str, ...]]:
+    """The catalogue's fields of one agent of a raw listing."""
+    created = agent.get("created_at")
     return (
-        agent.id,
-        agent.name or "",
-        getattr(agent_type, "value", agent_type),
-        int(created.timestamp()) if created else 0,
-        tuple(getattr(agent, "tags", None) or ()),
+        agent["id"],
+        agent.get("name") or "",
+        agent.get("agent_type"),
+        int(datetime.fromisoformat(created).timestamp()) if created else 0,
+        tuple(agent.get("tags") or ()),
     )
