@@ -342,6 +342,10 @@ def report(paths: dict[str, BenchPath], turns: int, warmup: int, elapsed: float,
                "mean)\n")
     out.append(md_table(["path", "ok", "errors", "median", "p90", "p99", "TTFT median", "TTFT p99",
                          "proxy CPU", "Letta CPU", "Letta requests"], rows))
+    failures = [f"`{name}` turn {i + 1}: {t.error}" for name, path in paths.items()
+                for i, t in enumerate(path.timings) if not t.ok]
+    if failures:
+        out.append("\nFailed turns (what the client got): " + "; ".join(failures))
 
     # ---- headline: proxy vs floor
     rows = []
