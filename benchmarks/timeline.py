@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -37,41 +38,30 @@ def _mark(name: str) -> None:
     _MARKS.append((name, time.monotonic()))
 
 
-def _wrap_async(owner: object, attr: str, label: str) -> None:
+def _wrap(owner: object, attr: str, label: str) -> None:
+    """Mark when `owner.attr` (a function or coroutine function, a static method too) is entered and left."""
     original = getattr(owner, attr, None)
     if original is None:
         print(f"timeline: cannot wrap {owner!r}.{attr}", file=sys.stderr)
         return
-
-    @functools.wraps(original)
-    async def wrapped(*args: object, **kwargs: object) -> object:
-        _mark(f"{label} >")
-        try:
-            return await original(*args, **kwargs)
-        finally:
-            _mark(f"{label} <")
-
-    setattr(owner, attr, wrapped)
-
-
-def _wrap_sync(owner: object, attr: str, label: str) -> None:
-    original = getattr(owner, attr, None)
-    if original is None:
-        print(f"timeline: cannot wrap {owner!r}.{attr}", file=sys.stderr)
-        return
-
-    @functools.wraps(original)
-    def wrapped(*args: object, **kwargs: object) -> object:
-        _mark(f"{label} >")
-        try:
-            return original(*args, **kwargs)
-        finally:
-            _mark(f"{label} <")
-
-    if isinstance(inspect.getattr_static(owner, attr), staticmethod):
-        setattr(owner, attr, staticmethod(wrapped))
+    wrapped: Callable[..., object]
+    if inspect.iscoroutinefunction(original):
+        async def wrapped(*args: object, **kwargs: object) -> object:
+            _mark(f"{label} >")
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                _mark(f"{label} <")
     else:
-        setattr(owner, attr, wrapped)
+        def wrapped(*args: object, **kwargs: object) -> object:
+            _mark(f"{label} >")
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _mark(f"{label} <")
+    wrapped = functools.wraps(original)(wrapped)
+    static = isinstance(inspect.getattr_static(owner, attr), staticmethod)
+    setattr(owner, attr, staticmethod(wrapped) if static else wrapped)
 
 
 def _instrumented_serve(out: str, argv: list[str]) -> None:  # noqa: PLR0915 - one mark after another
@@ -100,37 +90,37 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:  # noqa: PLR0915 - o
     from letta_hayhooks.letta_access import events  # noqa: PLC0415
     from letta_hayhooks.server import app  # noqa: PLC0415
 
-    _wrap_async(app.ChatRequestGate, "__call__", "1 chat gate (body read, JSON, model)")
+    _wrap(app.ChatRequestGate, "__call__", "1 chat gate (body read, JSON, model)")
     from letta_hayhooks.server import responses  # noqa: PLC0415
 
-    _wrap_async(responses.ResponsesEndpoint, "__call__", "1 Responses endpoint")
-    _wrap_async(responses.ResponsesEndpoint, "_answer", "1 Responses endpoint._answer")
-    _wrap_async(chat_service.AgentChat, "start_turn", "2 AgentChat.start_turn")
+    _wrap(responses.ResponsesEndpoint, "__call__", "1 Responses endpoint")
+    _wrap(responses.ResponsesEndpoint, "_answer", "1 Responses endpoint._answer")
+    _wrap(chat_service.AgentChat, "start_turn", "2 AgentChat.start_turn")
     for name in ("validate_chat_request", "plan_turn", "request_fingerprint"):
-        _wrap_sync(chat_service, name, f"2 {name}")
-    _wrap_async(chat_service, "check_image_urls", "2 check_image_urls")
-    _wrap_sync(chat_service.AgentChat, "_pipeline_inputs", "2 AgentChat._pipeline_inputs")
+        _wrap(chat_service, name, f"2 {name}")
+    _wrap(chat_service, "check_image_urls", "2 check_image_urls")
+    _wrap(chat_service.AgentChat, "_pipeline_inputs", "2 AgentChat._pipeline_inputs")
     from letta_hayhooks.chat import load_control  # noqa: PLC0415
     from letta_hayhooks.chat.acyclic_pipeline import AcyclicPipeline  # noqa: PLC0415
 
-    _wrap_async(load_control.LoadController, "acquire", "3 load slot")
-    _wrap_sync(Pipeline, "stream", "4 Pipeline.stream (sync part)")
-    _wrap_async(AcyclicPipeline, "run_async", "4 AcyclicPipeline.run_async")
-    _wrap_async(chat_service.AgentChat, "_run", "3 AgentChat._run")
-    _wrap_async(chat_service.AgentChat, "_start_stream", "3 AgentChat._start_stream")
-    _wrap_async(Pipeline, "run_async", "4 Pipeline.run_async")
+    _wrap(load_control.LoadController, "acquire", "3 load slot")
+    _wrap(Pipeline, "stream", "4 Pipeline.stream (sync part)")
+    _wrap(AcyclicPipeline, "run_async", "4 AcyclicPipeline.run_async")
+    _wrap(chat_service.AgentChat, "_run", "3 AgentChat._run")
+    _wrap(chat_service.AgentChat, "_start_stream", "3 AgentChat._start_stream")
+    _wrap(Pipeline, "run_async", "4 Pipeline.run_async")
     for cls, label in ((AgentRouter, "router"), (SessionResolver, "session"), (PromptOverlay, "overlay"),
                        (ToolSync, "tool_sync"), (LettaChatGenerator, "generator"), (StreamAdapter, "adapter"),
                        (ChatRecorder, "recorder")):
-        _wrap_async(cls, "run_async", f"5 component {label}")
+        _wrap(cls, "run_async", f"5 component {label}")
     import letta_client  # noqa: PLC0415
 
-    _wrap_async(letta_client.AsyncLetta, "post", "6 letta-client post")
-    _wrap_async(httpx.AsyncClient, "send", "6 httpx send")
+    _wrap(letta_client.AsyncLetta, "post", "6 letta-client post")
+    _wrap(httpx.AsyncClient, "send", "6 httpx send")
     with contextlib.suppress(ImportError):
         from httpcore._async import connection  # noqa: PLC0415
 
-        _wrap_async(connection.AsyncHTTPConnection, "_connect", "7 TCP connect to Letta")
+        _wrap(connection.AsyncHTTPConnection, "_connect", "7 TCP connect to Letta")
     feed = events.LettaEventTranslator.feed
 
     def counted_feed(self: object, event: object) -> object:
@@ -148,11 +138,11 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:  # noqa: PLR0915 - o
         await send(self, message)
 
     httptools_impl.RequestResponseCycle.send = counted_send
-    _wrap_sync(httptools_impl.HttpToolsProtocol, "on_message_begin", "0 uvicorn: request's first byte parsed")
-    _wrap_sync(httptools_impl.HttpToolsProtocol, "on_message_complete", "0 uvicorn: request's last byte parsed")
+    _wrap(httptools_impl.HttpToolsProtocol, "on_message_begin", "0 uvicorn: request's first byte parsed")
+    _wrap(httptools_impl.HttpToolsProtocol, "on_message_complete", "0 uvicorn: request's last byte parsed")
     from starlette.middleware.errors import ServerErrorMiddleware  # noqa: PLC0415
 
-    _wrap_async(ServerErrorMiddleware, "__call__", "0 app entry (outermost middleware)")
+    _wrap(ServerErrorMiddleware, "__call__", "0 app entry (outermost middleware)")
     sys.argv = ["letta-hayhooks", *argv]
     from letta_hayhooks.cli import main as cli_main  # noqa: PLC0415
 
