@@ -32,16 +32,16 @@ class _Pages:
 
     def take(self, page: Any) -> bool:
         """Keep a page's new items; True when another page may follow."""
-        batch = [item for item in page_items(page) if item_id(item) not in self.seen]
+        batch = [item for item in page_items(page) if _item_id(item) not in self.seen]
         self.items.extend(batch)
-        self.seen.update(item_id(item) for item in batch)
+        self.seen.update(_item_id(item) for item in batch)
         if len(batch) < self.limit:
             return False
-        self.after = item_id(batch[-1])
+        self.after = _item_id(batch[-1])
         return True
 
 
-def item_id(item: Any) -> str:
+def _item_id(item: Any) -> str:
     """The id of a listed item: a letta-client object or the plain JSON object of a raw listing."""
     return item["id"] if isinstance(item, dict) else item.id
 
