@@ -2,15 +2,18 @@
 letta-hayhooks-chat: a terminal client for letta-hayhooks.
 
 It talks to the server over the OpenAI API with the official `openai` SDK (plain httpx only for `/health`), so it
-sees exactly what any OpenAI client sees. Commands: `models`, `chat` (a streaming REPL), `ask` (one-shot, pipeable),
-`health` and `config`. Settings (base URL, API key, last model and session) live in a small JSON file in the user's
-config directory; precedence is flag > environment > config file > default.
+sees exactly what any OpenAI client sees. The SDK gets only its own types (`openai.Timeout`): its HTTP library is
+httpx before openai 3.5x and httpx2 since, and it refuses the other's objects.
+Commands: `models`, `chat` (a streaming REPL), `ask` (one-shot, pipeable), `health` and `config`. Settings (base
+URL, API key, last model and session) live in a small JSON file in the user's config directory; precedence is
+flag > environment > config file > default.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
 import json
 import os
 import re
@@ -47,7 +50,13 @@ HISTORY_FILE = "chat_history"
 # Hayhooks' default port; the server itself is started with `letta-hayhooks serve`.
 DEFAULT_URL = "http://localhost:1416"
 # An agent turn can run for minutes (tool calls, long answers); failing to connect should be quick.
-TIMEOUT = httpx.Timeout(900.0, connect=5.0)
+TIMEOUT = openai.Timeout(900.0, connect=5.0)
+# The HTTP library under the SDK (the module that defines `openai.Timeout`): a stream that breaks mid-answer can
+# raise its transport errors unwrapped, so they are caught by its classes as well as plain httpx's (/health).
+SDK_HTTP = importlib.import_module(openai.Timeout.__init__.__module__.partition(".")[0])
+TIMEOUT_ERRORS = (openai.APITimeoutError, httpx.TimeoutException, SDK_HTTP.TimeoutException)
+TRANSPORT_ERRORS = (openai.APIConnectionError, httpx.TransportError, SDK_HTTP.TransportError)
+HTTP_ERRORS = (httpx.HTTPError, SDK_HTTP.HTTPError)
 # The server rejects longer session keys or ones with control characters (see components/session_resolver.py).
 MAX_SESSION_CHARS = 256
 # Raw agent ids are accepted by the server even when /v1/models lists agents by name.
@@ -266,9 +275,9 @@ def translate_error(  # noqa: PLR0911 - one message per kind of failure
     exc: Exception, state: AppState, model: str | None = None
 ) -> click.ClickException:
     """Turn an SDK or HTTP failure into a one-line message with a hint."""
-    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+    if isinstance(exc, TIMEOUT_ERRORS):
         return click.ClickException(f"letta-hayhooks at {state.base_url} did not answer in time.")
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+    if isinstance(exc, TRANSPORT_ERRORS):
         return click.ClickException(
             f"cannot reach letta-hayhooks at {state.base_url}: start it with `letta-hayhooks serve`, "
             f"or point --base-url / {URL_ENV} at it."
@@ -285,7 +294,7 @@ def translate_error(  # noqa: PLR0911 - one message per kind of failure
         return click.ClickException(f"the server answered {exc.status_code}: {_server_message(exc)}")
     if isinstance(exc, openai.APIError):
         return click.ClickException(f"the server reported an error: {_server_message(exc)}")
-    if isinstance(exc, httpx.HTTPError):
+    if isinstance(exc, HTTP_ERRORS):
         return click.ClickException(f"HTTP error talking to {state.base_url}: {exc}")
     return click.ClickException(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
 
@@ -295,7 +304,7 @@ def friendly_errors(state: AppState, model: str | None = None) -> Iterator[None]
     """Re-raise SDK/HTTP failures as `click.ClickException` (the original under --debug)."""
     try:
         yield
-    except (openai.OpenAIError, httpx.HTTPError) as exc:
+    except (openai.OpenAIError, *HTTP_ERRORS) as exc:
         if state.debug:
             raise
         raise translate_error(exc, state, model) from None

@@ -235,8 +235,30 @@ class TestHelpers:
         assert activity_line({"phase": "return", "name": "web", "status": "error"}) == "✗ web (error)"
 
 
+class TestSdkTypes:
+    """The SDK gets only its own types: openai 3.5x and later (httpx2) refuse httpx objects."""
+
+    def test_the_client_is_built_and_carries_the_sdk_timeout(self) -> None:
+        client = _state().client()
+        assert isinstance(client.timeout, openai.Timeout)
+        assert (client.timeout.read, client.timeout.connect) == (900.0, 5.0)
+
+    def test_sdk_http_is_the_library_the_sdk_speaks(self) -> None:
+        assert isinstance(openai.DefaultHttpxClient(), cli_client.SDK_HTTP.Client)
+
+    def test_a_transport_error_of_the_sdk_library_mid_stream_is_one_line(self) -> None:
+        exc = cli_client.SDK_HTTP.ReadTimeout("timed out")
+        assert "did not answer in time" in translate_error(exc, _state()).format_message()
+        exc = cli_client.SDK_HTTP.RemoteProtocolError("peer closed")
+        assert "cannot reach letta-hayhooks" in translate_error(exc, _state()).format_message()
+
+    def test_plain_httpx_errors_of_the_health_call_are_one_line_too(self) -> None:
+        assert "did not answer in time" in translate_error(httpx.ReadTimeout("slow"), _state()).format_message()
+
+
 class TestErrors:
-    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    # the SDK's exceptions wrap the requests and responses of its own HTTP library
+    request = cli_client.SDK_HTTP.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
 
     def test_connection_error_hints_at_serve(self) -> None:
         message = translate_error(openai.APIConnectionError(request=self.request), _state()).format_message()
@@ -244,19 +266,19 @@ class TestErrors:
         assert "letta-hayhooks serve" in message
 
     def test_401_hints_at_the_key(self) -> None:
-        response = httpx.Response(401, request=self.request)
+        response = cli_client.SDK_HTTP.Response(401, request=self.request)
         exc = openai.AuthenticationError("x", response=response, body={"message": "Missing API key."})
         message = translate_error(exc, _state()).format_message()
         assert "Missing API key." in message
         assert "--api-key" in message
 
     def test_other_status_shows_the_server_message(self) -> None:
-        response = httpx.Response(503, request=self.request)
+        response = cli_client.SDK_HTTP.Response(503, request=self.request)
         exc = openai.APIStatusError("x", response=response, body={"message": "Letta is unreachable."})
         assert translate_error(exc, _state()).format_message() == "the server answered 503: Letta is unreachable."
 
     def test_unknown_model_lists_suggestions(self) -> None:
-        response = httpx.Response(404, request=self.request)
+        response = cli_client.SDK_HTTP.Response(404, request=self.request)
         exc = openai.NotFoundError("x", response=response, body={"message": "nope", "code": "model_not_found"})
         state = _state()
         state._client = SimpleNamespace(models=SimpleNamespace(list=lambda: [SimpleNamespace(id="helper-12ab")]))
@@ -444,7 +466,8 @@ class TestRepl:
         state = _state()
 
         def create(**_kwargs: Any) -> None:
-            raise openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions"))
+            raise openai.APIConnectionError(
+                request=cli_client.SDK_HTTP.Request("POST", "http://127.0.0.1:9/v1/chat/completions"))
 
         state._client = SimpleNamespace(chat=SimpleNamespace(completions=SimpleNamespace(create=create)))
         repl = ChatRepl(state, "helper", "s")
