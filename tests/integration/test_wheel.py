@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)], check=True,
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)], check=True,
                    timeout=300)
     return next(out.glob("letta_hayhooks-*.whl"))
 
@@ -36,7 +36,11 @@ def test_the_wheel_installs_and_starts_in_a_clean_virtualenv(wheel: Path, tmp_pa
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     bin_dir = venv / "bin"
-    subprocess.run([str(bin_dir / "pip"), "install", "-q", str(wheel)], check=True, timeout=600)
+    # as the README installs: the locked server set, then the wheel on top without resolving
+    subprocess.run([str(bin_dir / "pip"), "install", "-q", "--require-hashes", "--no-deps", "-r",
+                    str(ROOT / "requirements" / "run.txt")], check=True, timeout=600)
+    subprocess.run([str(bin_dir / "pip"), "install", "-q", "--no-deps", str(wheel)], check=True, timeout=600)
+    subprocess.run([str(bin_dir / "pip"), "check"], check=True, timeout=120)
     shown = subprocess.run([str(bin_dir / "letta-hayhooks"), "serve", "--help"], capture_output=True, text=True,
                            check=True, timeout=120, cwd=tmp_path)
     assert "Start the server" in shown.stdout
