@@ -23,6 +23,9 @@ from letta_hayhooks.local import harness
 from letta_hayhooks.local.harness import ServerProcess
 from letta_hayhooks.local.letta_server import STUB_EMBEDDING_HANDLE, STUB_MODEL_HANDLE, LocalLetta
 
+# a failure whose traceback pytest cannot format (a CPython 3.11.7 bug) is reported, never aborts the run
+pytest_plugins = ["pytester", "tests.report_guard"]
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "false")
