@@ -146,7 +146,10 @@ class AgentChat:
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         turn = await self.start_turn(model, messages, body, headers, tenant=tenant, request_id=completion_id)
         if turn.repeated:
-            return self._from_reply(turn.reply, turn.request, model, completion_id)
+            # a retry is the first request's outcome: its id and time too, not a completion that never existed
+            meta = turn.reply.meta or {}
+            return self._from_reply(turn.reply, turn.request, model, meta.get("completion_id", completion_id),
+                                    created=meta.get("created"))
         if turn.chunks is not None:
             return self._sse(turn, model, completion_id)
         assert turn.completion is not None
@@ -185,6 +188,7 @@ class AgentChat:
         """
         settings = self.settings
         started = time.monotonic()
+        created = int(time.time())
         request_id = request_id or f"chatcmpl-{uuid.uuid4().hex}"
         limits = RequestLimits.from_settings(settings)
 
@@ -214,11 +218,12 @@ class AgentChat:
             if not owner:
                 reply = await asyncio.shield(future)
                 log.info("Repeated request: answering with the first request's outcome")
-                report = _TurnClock(request_id, plan, route, started)
+                report = _TurnClock(request_id, plan, route, started, created)
                 self._report(report, reply=reply, fate="replayed")
-                return Turn(request_id, request, plan, trace, reply=reply, repeated=True)
+                return Turn(request_id, request, plan, trace, reply=reply, repeated=True,
+                            created=(reply.meta or {}).get("created", created))
 
-        clock = _TurnClock(request_id, plan, route, started)
+        clock = _TurnClock(request_id, plan, route, started, created)
         # the pipeline's background writes (a spare's name, the chat's head) wait for the turn's milestones
         progress = TurnProgress()
         TURN_PROGRESS.set(progress)
@@ -243,11 +248,12 @@ class AgentChat:
             telemetry.count_rejected("cancelled", self.model_id)
             raise
         if slot is not None:
+            _stamp(reply, completion.get("id", request_id), completion.get("created", created))
             self.shared.idempotency.resolve(slot, reply)
         # the answer is sent as soon as this returns, with nothing awaited in between: the turn's bookkeeping (its
         # log line, metrics, the next spare) and what waits for the answer run right after, not before it
         asyncio.get_running_loop().call_soon(self._answered, clock, trace, reply, completion, fate, progress)
-        return Turn(request_id, request, plan, trace, reply=reply, completion=completion)
+        return Turn(request_id, request, plan, trace, reply=reply, completion=completion, created=created)
 
     def _answered(self, clock: _TurnClock, trace: DebugTrace, reply: ChatMessage, completion: dict[str, Any],
                   fate: str | None, progress: TurnProgress) -> None:
@@ -318,11 +324,12 @@ class AgentChat:
             # the agent ran its own tools (memory edits): the next prompt overlay must see the new memory
             self.compiled_prompts.invalidate(self.agent_id)
 
-    def _from_reply(self, reply: ChatMessage, request: ChatRequest, model: str, completion_id: str) -> Any:
+    def _from_reply(self, reply: ChatMessage, request: ChatRequest, model: str, completion_id: str,
+                    created: int | None = None) -> Any:
         if not request.stream:
             return completion_from_reply(reply, completion_id=completion_id, model=model,
-                                         think_tags=self.settings.think_tags)
-        return self._replay_stream(reply, request, model, completion_id)
+                                         think_tags=self.settings.think_tags, created=created)
+        return self._replay_stream(reply, request, model, completion_id, created)
 
     def _show_activity(self, activity: dict[str, Any], mode: str, encoder: OpenAIChunkEncoder) -> list[Any]:
         """The agent's own tool activity, shown the way the request or the settings ask."""
@@ -337,9 +344,9 @@ class AgentChat:
         return []
 
     async def _replay_stream(
-        self, reply: ChatMessage, request: ChatRequest, model: str, completion_id: str
+        self, reply: ChatMessage, request: ChatRequest, model: str, completion_id: str, created: int | None = None
     ) -> AsyncGenerator:
-        encoder = OpenAIChunkEncoder(completion_id, model, think_tags=self.settings.think_tags)
+        encoder = OpenAIChunkEncoder(completion_id, model, think_tags=self.settings.think_tags, created=created)
         for chunk in reply_chunks(reply):
             for payload in encoder.encode(chunk):
                 yield WireChunk.of(payload)
@@ -389,7 +396,7 @@ class AgentChat:
         chunks = self._live_chunks(run, iterator, [*leading, first], deadline, trace)
         # a stream that is never iterated (client gone before the first byte) must still free its slots and run
         weakref.finalize(chunks, run.abandon)
-        return Turn(request_id, request, plan, trace, chunks=chunks)
+        return Turn(request_id, request, plan, trace, chunks=chunks, created=clock.created)
 
     async def _live_chunks(  # noqa: PLR0912 - one loop that must end the turn correctly on every path
         self,
@@ -421,6 +428,7 @@ class AgentChat:
                 chunk = pending.pop(0) if pending else await open_stream.watch(_next(iterator, deadline))
             reply = run.handle.result["generator"]["replies"][0]
             if run.slot is not None:
+                _stamp(reply, run.clock.request_id, run.clock.created)  # what the stream's chunks carried
                 self.shared.idempotency.resolve(run.slot, reply)
         except TimeoutError:
             failed = upstream_timeout()
@@ -454,7 +462,7 @@ class AgentChat:
         """The Chat Completions stream of a live turn: exact chunks, usage, `[DONE]`, errors as error events."""
         assert turn.chunks is not None
         request, trace = turn.request, turn.trace
-        encoder = OpenAIChunkEncoder(completion_id, model, think_tags=self.settings.think_tags)
+        encoder = OpenAIChunkEncoder(completion_id, model, think_tags=self.settings.think_tags, created=turn.created)
         mode = request.tool_activity or self.settings.tool_activity.value
         done = False
         failed: OpenAIError | None = None
@@ -515,6 +523,7 @@ class Turn:
     completion: dict[str, Any] | None = None
     chunks: AsyncGenerator[StreamingChunk, None] | None = None
     repeated: bool = False
+    created: int = 0  # the turn's `created` (a repeated turn's is the first request's)
 
     def stream(self) -> AsyncIterator[StreamingChunk]:
         """The turn's chunks: live, or rebuilt from the reply of a repeated (or non-stream) turn."""
@@ -532,6 +541,14 @@ class _TurnClock:
     plan: TurnPlan
     route: str
     started: float
+    created: int  # wall-clock seconds: the `created` of the turn's answer
+
+
+def _stamp(reply: ChatMessage, completion_id: str, created: int) -> None:
+    """Record the answer's id and time on the reply kept for retries, so every duplicate answers with them."""
+    meta = reply.meta if reply.meta is not None else {}
+    meta.setdefault("completion_id", completion_id)
+    meta.setdefault("created", created)
 
 
 def _announces_only(chunk: StreamingChunk) -> bool:

@@ -26,6 +26,11 @@ REPLY = ChatMessage.from_assistant("Hello there", meta={"finish_reason": "stop",
                                                                   "total_tokens": 5}})
 
 
+def fresh_reply() -> ChatMessage:
+    """A run's own reply, as the real pipeline makes one per run (the turn records its id and time on it)."""
+    return ChatMessage.from_assistant(REPLY.text, meta=dict(REPLY.meta))
+
+
 class FakeHandle:
     """What `Pipeline.stream` returns: an async iterator of chunks, `result` at the end, `aclose`."""
 
@@ -46,15 +51,16 @@ class FakeHandle:
             if i and self.stall:
                 await asyncio.sleep(self.stall)
             yield chunk
-        self.result = {"generator": {"replies": [REPLY]}}
+        self.result = {"generator": {"replies": [fresh_reply()]}}
 
     async def aclose(self) -> None:
         self.closed = True
 
 
 class FakePipeline:
-    def __init__(self, handle: FakeHandle | None = None) -> None:
+    def __init__(self, handle: FakeHandle | None = None, delay: float = 0.0) -> None:
         self.handle = handle
+        self.delay = delay
         self.runs: list[dict] = []
 
     def stream(self, data: dict, **_: Any) -> FakeHandle:
@@ -65,8 +71,10 @@ class FakePipeline:
     async def run_async(self, data: dict, **_: Any) -> dict:
         self.runs.append(data)
         model, completion_id = data["adapter"]["model"], data["adapter"]["completion_id"]
-        return {"generator": {"replies": [REPLY]},
-                "adapter": {"completion": completion_from_reply(REPLY, completion_id=completion_id, model=model)}}
+        reply = fresh_reply()
+        await asyncio.sleep(self.delay)
+        return {"generator": {"replies": [reply]},
+                "adapter": {"completion": completion_from_reply(reply, completion_id=completion_id, model=model)}}
 
 
 def make_chat(pipeline: FakePipeline, **settings: Any) -> AgentChat:
@@ -164,10 +172,43 @@ async def test_an_idempotency_key_answers_a_repeat_once_and_refuses_a_different_
     assert len(pipeline.runs) == 1
 
 
+async def test_concurrent_and_later_repeats_of_a_key_carry_the_first_completions_id_and_time() -> None:
+    pipeline = FakePipeline(delay=0.05)
+    chat = make_chat(pipeline)
+    request = body(False)
+    answers = await asyncio.gather(*(chat.answer("writer", request["messages"], request, {"idempotency-key": "k9"})
+                                     for _ in range(10)))
+    await asyncio.sleep(1.1)  # a replay a second later: another `created` if it were made anew
+    answers.append(await chat.answer("writer", request["messages"], request, {"idempotency-key": "k9"}))
+    assert len(pipeline.runs) == 1
+    assert {(a["id"], a["created"]) for a in answers} == {(answers[0]["id"], answers[0]["created"])}
+
+
+async def test_a_streamed_turns_repeats_carry_its_id_and_time() -> None:
+    handle = FakeHandle(chunks(), stall=0.02)
+    chat = make_chat(FakePipeline(handle))
+    request = body(True)
+
+    async def ids() -> set[tuple[str, int]]:
+        stream = await chat.answer("writer", request["messages"], request, {"idempotency-key": "k10"})
+        found = set()
+        async for item in stream:
+            payload = json.loads(item.model_dump_json()) if item.model_dump_json() != "[DONE]" else {}
+            if "id" in payload:
+                found.add((payload["id"], payload["created"]))
+        return found
+
+    first, *repeats = await asyncio.gather(*(ids() for _ in range(5)))
+    await asyncio.sleep(1.1)
+    repeats.append(await ids())
+    assert len(first) == 1 and all(r == first for r in repeats)
+
+
 async def test_start_turn_gives_the_reply_or_the_live_chunks() -> None:
     chat = make_chat(FakePipeline())
     turn = await chat.start_turn("writer", body(False)["messages"], body(False), {})
-    assert turn.reply is REPLY and turn.chunks is None and chat.shared.load.inflight == 0
+    assert turn.reply is not None and turn.reply.text == REPLY.text
+    assert turn.chunks is None and chat.shared.load.inflight == 0
     handle = FakeHandle(chunks())
     chat = make_chat(FakePipeline(handle))
     turn = await chat.start_turn("writer", body(True)["messages"], body(True), {})
