@@ -14,7 +14,6 @@ import binascii
 import hashlib
 import ipaddress
 import json
-import math
 import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from letta_hayhooks.errors import OpenAIError, invalid_request, too_large
+from letta_hayhooks.json_body import check_values
 
 if TYPE_CHECKING:
     from letta_hayhooks.settings import Settings
@@ -32,8 +32,6 @@ TOOL_ACTIVITY_MODES = frozenset({"none", "reasoning", "status", "delta"})
 _ROLES = {"system", "developer", "user", "assistant", "tool"}
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _IMAGE_DATA_URL = re.compile(r"^data:(image/[A-Za-z0-9.+-]+);base64,(.*)$", re.S)
-# Deeper than any real transcript or tool schema; the bound keeps every later walk (and Letta's) off the stack limit.
-MAX_NESTING = 100
 _MAX_INT32 = 2**31 - 1
 _MAX_IMAGE_URL_CHARS = 8192
 # Distinct image host names one request may make the proxy resolve; lookups run on their own small pool.
@@ -421,62 +419,6 @@ def split_new_turn(messages: list[dict[str, Any]]) -> NewTurn:
             turn.tool_results.append(message)
             turn.tool_positions.append(i)
     return turn
-
-
-def _path(entry: tuple | None) -> str:
-    keys: list[Any] = []
-    while entry is not None:
-        entry, key = entry
-        keys.append(key)
-    text = ""
-    for key in reversed(keys):
-        text += f"[{key}]" if isinstance(key, int) else (f".{key}" if text else str(key))
-    return text
-
-
-def _has_surrogate(text: str) -> bool:
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def check_values(body: dict[str, Any]) -> None:
-    """
-    Refuse values that cannot be forwarded: lone UTF-16 surrogates in any string or key (JSON's "\\ud800" parses,
-    but cannot be encoded for Letta), non-finite numbers (NaN, Infinity, 1e999) and nesting deeper than `MAX_NESTING`.
-
-    :raises OpenAIError: 400 naming the field.
-    """
-    # (value, parent entry, depth); parent entries are (grandparent entry, key) so paths are built only on error
-    stack: list[tuple[Any, tuple | None, int]] = [(body, None, 0)]
-    while stack:
-        value, where, depth = stack.pop()
-        if isinstance(value, str):
-            if _has_surrogate(value):
-                param = _path(where)
-                msg = f"'{param}' is not valid Unicode: it holds a lone UTF-16 surrogate."
-                raise invalid_request(msg, param=param, code="invalid_unicode")
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                param = _path(where)
-                msg = f"'{param}' must be a finite number (NaN and Infinity are not JSON)."
-                raise invalid_request(msg, param=param)
-        elif isinstance(value, dict | list):
-            if depth >= MAX_NESTING:
-                param = re.split(r"[.\[]", _path(where), maxsplit=1)[0]  # the top-level field; the full path is huge
-                msg = f"The request is nested too deeply in '{param}' (more than {MAX_NESTING} levels)."
-                raise invalid_request(msg, param=param, code="nested_too_deeply")
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, child in items:
-                if isinstance(key, str) and _has_surrogate(key):
-                    param = _path(where)
-                    msg = f"A key in '{param or 'the request'}' is not valid Unicode: it holds a lone UTF-16 surrogate."
-                    raise invalid_request(msg, param=param or None, code="invalid_unicode")
-                stack.append((child, (where, key), depth + 1))
 
 
 def _is_number(value: Any) -> bool:

@@ -35,8 +35,9 @@ from letta_hayhooks.openai_responses import (
     response_id_for,
     to_chat,
 )
+from letta_hayhooks.server.access import Agent, may_reach
 from letta_hayhooks.settings import Settings, get_settings
-from letta_hayhooks.tenants import Tenant, allows
+from letta_hayhooks.tenants import Tenant
 
 # Garbage collection of stale system-prompt blocks runs at most this often.
 _GC_INTERVAL_SECONDS = 3600.0
@@ -193,7 +194,7 @@ class AgentModels:
         the agents shows as Hayhooks' (with `created` 0: Hayhooks does not know when it was deployed).
         """
         info = self.subject(name)
-        if info is None or not allows(tenant, info):
+        if not may_reach(tenant, Agent(info)):
             return None
         if name in self.wrappers:
             return agent_model_object(info)

@@ -14,7 +14,6 @@ Run it with `letta-hayhooks serve` (or `uvicorn --factory letta_hayhooks.server.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import time
@@ -42,29 +41,26 @@ from letta_hayhooks.errors import (
     from_letta_exception,
     invalid_request,
     model_not_found,
-    too_large,
     upstream_unavailable,
 )
 from letta_hayhooks.openai_wire import WireChunk
+from letta_hayhooks.server.access import TENANT_STATE, Agent, OperatorRoute, may_reach, tenant_of
 from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models, use_settings
 from letta_hayhooks.server.event_stream import EventStream
 from letta_hayhooks.server.maintenance import list_sessions
 from letta_hayhooks.server.observability import install_observability
+from letta_hayhooks.server.request_body import RequestBodyMiddleware, json_body_of
 from letta_hayhooks.server.responses import RESPONSES_PATHS, ResponsesEndpoint, install_responses_routes
 from letta_hayhooks.settings import Settings, get_settings
-from letta_hayhooks.tenants import KeyPolicy, Tenant, allows
+from letta_hayhooks.tenants import KeyPolicy, Tenant
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable, Callable], Awaitable[None]]
 
-# Bodies up to this size are parsed on the event loop (well under a millisecond).
-_INLINE_PARSE_BYTES = 64 * 1024
 # Routes that stay open when API keys are required.
 OPEN_PATHS = frozenset({"/health", "/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 CHAT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 # Hayhooks' status routes name every deployed pipeline, so every agent: only for keys that may use them all.
 STATUS_PATH = "/status"
-# Where the API key middleware leaves the request's tenant in the ASGI scope (`tenant_of` reads it).
-TENANT_STATE = "letta_hayhooks_tenant"
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -103,11 +99,6 @@ def _header(scope: MutableMapping[str, Any], name: bytes) -> str | None:
     return None
 
 
-def tenant_of(scope: MutableMapping[str, Any]) -> Tenant | None:
-    """The tenant (API key) of a request; None when no API keys are configured."""
-    return (scope.get("state") or {}).get(TENANT_STATE)
-
-
 class ApiKeyMiddleware:
     """
     Requires `Authorization: Bearer <key>` or `X-API-Key` on every route but the open ones, and records the key's
@@ -133,7 +124,8 @@ class ApiKeyMiddleware:
                              {"WWW-Authenticate": "Bearer"})
             return
         path = scope["path"]
-        if (path == STATUS_PATH or path.startswith(STATUS_PATH + "/")) and not (tenant.admin or tenant.every_agent):
+        if (path == STATUS_PATH or path.startswith(STATUS_PATH + "/")) and \
+                not may_reach(tenant, OperatorRoute("status")):
             # answered like a route that does not exist, as other keys' agents are
             message = f"Unknown route: {scope['method']} {path}"
             await _send_json(send, 404, error_body(404, message, code="not_found"))
@@ -197,7 +189,7 @@ class ChatRequestGate:
     """
     Checks chat requests before Hayhooks routes them, and answers those for agents.
 
-    It bounds the body size (413), turns malformed JSON into a 400, and resolves `model`: an advertised model id
+    It takes the body `RequestBodyMiddleware` parsed, and resolves `model`: an advertised model id
     passes, a raw agent id or an agent created since the last refresh is resolved through the catalogue, anything
     else is a 404 `model_not_found`. Agents are answered by `answer_agent_chat`; other pipelines deployed beside them
     go on to Hayhooks' route (with the body's `model` rewritten to the advertised id).
@@ -206,11 +198,10 @@ class ChatRequestGate:
     a turn should not pay for the route table and FastAPI's request handling on one wire and not the other.
     """
 
-    def __init__(self, app: ASGIApp, models: Callable[[], AgentModels], max_body_bytes: int,
+    def __init__(self, app: ASGIApp, models: Callable[[], AgentModels],
                  responses: ResponsesEndpoint | None = None) -> None:
         self.app = app
         self.models = models
-        self.max_body_bytes = max_body_bytes
         self.responses = responses
 
     async def __call__(  # noqa: PLR0911 - one early answer per kind of bad request
@@ -223,10 +214,12 @@ class ChatRequestGate:
         if scope["path"] not in CHAT_PATHS and not responses:
             await self.app(scope, receive, send)
             return
-        read = await self._read_json(receive, send)
-        if read is None:
+        body = json_body_of(scope)  # read, bounded and checked by RequestBodyMiddleware
+        if body is None:
+            await _send_json(send, 400, invalid_request("The request body is not valid JSON.").body())
             return
-        body, raw = read
+        # an explicit null is an absent field, as OpenAI (and SDKs generated from its spec) read it
+        body = {key: value for key, value in body.items() if value is not None}
         if responses:
             await self._answer_response(body, scope, receive, send)
             return
@@ -246,57 +239,25 @@ class ChatRequestGate:
         if wrapper is not None:
             await answer_agent_chat(wrapper.chat, resolved, body, scope, receive, send)
             return
-        if resolved != model:
-            body["model"] = resolved
-            raw = json.dumps(body).encode()
-            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [
-                (b"content-length", str(len(raw)).encode())
-            ]
-
+        if resolved == model:
+            await self.app(scope, receive, send)  # the body as it came (RequestBodyMiddleware replays it)
+            return
+        body["model"] = resolved
+        raw = json.dumps(body).encode()
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"content-length"] + [
+            (b"content-length", str(len(raw)).encode())
+        ]
         delivered = False
 
         async def replay() -> dict[str, Any]:
             nonlocal delivered
             if not delivered:
                 delivered = True
+                await receive()  # the original body, replaced by this one
                 return {"type": "http.request", "body": raw, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
-
-    async def _read_json(self, receive: Callable, send: Callable) -> tuple[dict[str, Any], bytes] | None:
-        """The request's JSON object and its bytes; None once a 413 or 400 was sent for it (or the client left)."""
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                error = too_large(f"The request body is larger than {self.max_body_bytes} bytes.")
-                await _send_json(send, 413, error.body())
-                return None
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        raw = b"".join(chunks)
-        try:
-            # parsing megabytes takes tens of milliseconds: off the event loop, so other requests are not held up
-            body = json.loads(raw) if len(raw) < _INLINE_PARSE_BYTES else await asyncio.to_thread(json.loads, raw)
-        except ValueError:
-            await _send_json(send, 400, invalid_request("The request body is not valid JSON.").body())
-            return None
-        except RecursionError:
-            # thousands of nested brackets exhaust the parser's stack: the client's fault, not a 500
-            error = invalid_request("The request body is nested too deeply.", code="nested_too_deeply")
-            await _send_json(send, 400, error.body())
-            return None
-        if not isinstance(body, dict):
-            await _send_json(send, 400, invalid_request("The request body must be a JSON object.").body())
-            return None
-        return body, raw
 
     async def _answer_response(self, body: dict[str, Any], scope: MutableMapping[str, Any], receive: Callable,
                                send: Callable) -> None:
@@ -323,8 +284,7 @@ class ChatRequestGate:
             resolved = info.model_id if info.model_id in models.wrappers else None
         if resolved is None or tenant is None:
             return resolved
-        subject = models.subject(resolved)
-        if subject is None or not allows(tenant, subject):
+        if not may_reach(tenant, Agent(models.subject(resolved))):
             log.info("Key '{}' may not use model '{}'", tenant.name, resolved)
             return None
         return resolved
@@ -426,7 +386,7 @@ def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModel
         for alias in (path, path.removeprefix("/v1")):
             router.add_api_route(alias, refuse(message), methods=["POST"], include_in_schema=False)
     # the Responses API (and the Conversations API it stores into) on the agents' own pipelines
-    responses = install_responses_routes(router, current_models, lambda: app.state.letta_settings.max_body_bytes)
+    responses = install_responses_routes(router, current_models)
 
     @router.get("/v1/models", summary="List models (one per served Letta agent)")
     @router.get("/models", include_in_schema=False)
@@ -445,7 +405,7 @@ def _install_openai_routes(app: FastAPI, current_models: Callable[[], AgentModel
                 info = await agent_models.catalog.resolve(model)  # a raw agent id, or an agent created just now
             except OpenAIError as error:
                 return _json_response(error.status, error.body())
-            if not allows(tenant, info):
+            if not may_reach(tenant, Agent(info)):
                 return _json_response(404, model_not_found(model).body())  # as if it did not exist
             agent_models.apply()  # served from now on
             found = agent_model_object(info)
@@ -524,7 +484,7 @@ def create_server_app(  # noqa: PLR0915 - one place that assembles the server
         @app.get("/v1/letta/sessions", tags=["operators"], summary="Proxy sessions of an agent (admin keys)")
         async def sessions(model: str, request: Request) -> JSONResponse:
             tenant = tenant_of(request.scope)
-            if tenant is not None and not tenant.may_list_sessions:
+            if not may_reach(tenant, OperatorRoute("sessions")):
                 # it shows every key's session keys: only admin keys (or keys granted `sessions_route`)
                 log.info("Key '{}' refused the sessions view (not an admin key)", tenant.name)
                 body = error_body(403, "This API key may not use the sessions view: it needs an admin key.",
@@ -539,7 +499,7 @@ def create_server_app(  # noqa: PLR0915 - one place that assembles the server
                         # Letta was never listed: whether the model exists is unknown, Letta is what is missing
                         raise upstream_unavailable() from None
                     raise
-                if not allows(tenant, info):
+                if not may_reach(tenant, Agent(info)):
                     return _json_response(404, model_not_found(model).body())
                 rows = await list_sessions(agent_models.catalog.async_client, info.id, key_policy.tenants)
             except Exception as exc:  # noqa: BLE001 - Letta down is a 503, not the proxy's 500
@@ -552,8 +512,7 @@ def create_server_app(  # noqa: PLR0915 - one place that assembles the server
     # innermost, so Hayhooks' request-id and CORS middleware also wrap these answers
     if key_policy:
         app.user_middleware.append(Middleware(ApiKeyMiddleware, policy=key_policy))
-    app.user_middleware.append(
-        Middleware(ChatRequestGate, models=current_models, max_body_bytes=settings.max_body_bytes,
-                   responses=responses)
-    )
+    # every body read once, bounded and checked, before the gate or any route sees it
+    app.user_middleware.append(Middleware(RequestBodyMiddleware, max_body_bytes=settings.max_body_bytes))
+    app.user_middleware.append(Middleware(ChatRequestGate, models=current_models, responses=responses))
     return app

@@ -31,11 +31,21 @@ from fastapi.responses import JSONResponse
 from letta_hayhooks.errors import OpenAIError, from_letta_exception, invalid_request
 from letta_hayhooks.lru import LRU
 from letta_hayhooks.openai_responses import block_id_of, conversation_id_for, not_found
+from letta_hayhooks.server.access import (
+    RECORD_MARK,
+    ConversationRecord,
+    LettaConversation,
+    ReachedConversations,
+    may_reach,
+    record_summary,
+    tenant_of,
+)
 from letta_hayhooks.server.agent_models import AgentModels
+from letta_hayhooks.server.request_body import json_body_of
 from letta_hayhooks.tenants import Tenant
 
 LABEL = "openai_conversation"
-MARK = "letta-hayhooks conversation"
+MARK = RECORD_MARK
 # The Conversations API takes at most this many items per request (OpenAI's limit).
 _MAX_ITEMS_PER_REQUEST = 20
 _ITEM_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
@@ -45,8 +55,12 @@ def _tenant_id(tenant: Tenant | None) -> str | None:
     return tenant.id if tenant is not None else None
 
 
+# What a stored part of these types must carry (the openai SDK's conversation item types require it).
+_PART_DEFAULTS: dict[str, dict[str, Any]] = {"output_text": {"annotations": []}, "input_image": {"detail": "auto"}}
+
+
 def normal_item(item: dict[str, Any]) -> dict[str, Any]:
-    """An item as the Conversations API shows it: with an id, messages with typed content parts and a status."""
+    """An item as the Conversations API shows it: with an id, messages with typed content parts, and a status."""
     kind = item.get("type") or "message"  # an EasyInputMessage has only a role and content
     out = {**item, "type": kind}
     out.setdefault("id", f"{_ITEM_PREFIXES.get(kind, 'item')}_{uuid.uuid4().hex}")
@@ -55,16 +69,21 @@ def normal_item(item: dict[str, Any]) -> dict[str, Any]:
         text_type = "output_text" if role == "assistant" else "input_text"
         content = out.get("content")
         if isinstance(content, str):
-            out["content"] = [{"type": text_type, "text": content}]
-        out.setdefault("status", "completed")
+            content = [{"type": text_type, "text": content}]
+        if isinstance(content, list):
+            out["content"] = [{**_PART_DEFAULTS.get(part.get("type"), {}), **part} if isinstance(part, dict)
+                              else part for part in content]
+    if kind in ("message", "function_call", "function_call_output"):
+        out.setdefault("status", "completed")  # input items may leave it out; a stored item has one
     return out
 
 
 class ConversationStore:
     """Conversation records in Letta blocks (see the module docstring)."""
 
-    def __init__(self, models: Callable[[], AgentModels]) -> None:
+    def __init__(self, models: Callable[[], AgentModels], reached: ReachedConversations | None = None) -> None:
         self.models = models
+        self.reached = reached or ReachedConversations()
         self._locks: LRU = LRU()
 
     @property
@@ -107,7 +126,7 @@ class ConversationStore:
             raise from_letta_exception(exc) from None
         meta = block.metadata or {}
         if block.label != LABEL or meta.get("letta_hayhooks") != "openai_conversation" or \
-                meta.get("tenant") != _tenant_id(tenant):
+                not may_reach(tenant, ConversationRecord(meta.get("tenant"))):
             msg = "conversation"
             raise not_found(msg, conversation_id, "conversation_id")
         return block, json.loads(block.value or "{}")
@@ -133,23 +152,29 @@ class ConversationStore:
         :raises OpenAIError: 404 for an unknown conversation, 400 for a Letta conversation of another agent.
         """
         if conversation_id.startswith("conv-"):
+            missing = not_found("conversation", conversation_id, "conversation")
             try:
                 found = await self.client.conversations.retrieve(conversation_id)
             except Exception as exc:  # noqa: BLE001 - a missing conversation is a 404
                 if getattr(exc, "status_code", None) in (400, 404, 422):
-                    msg = "conversation"
-                    raise not_found(msg, conversation_id, "conversation") from None
+                    raise missing from None
                 raise from_letta_exception(exc) from None
+            info = self.models().catalog.by_id.get(found.agent_id)
+            if not may_reach(tenant, LettaConversation(info, found.agent_id, found.summary)):
+                raise missing  # another key's conversation is answered like a missing one
             if found.agent_id != agent_id:
                 msg = f"Conversation '{conversation_id}' belongs to another model."
                 raise invalid_request(msg, param="conversation")
+            self.reached.remember(conversation_id, tenant)
             return conversation_id, False, None
         async with self._lock(conversation_id):
             block, record = await self.load(conversation_id, tenant)
             bound = (record.get("agents") or {}).get(agent_id)
             if bound is not None:
                 return bound, False, None
-            made = await self.client.conversations.create(agent_id=agent_id, summary=f"{MARK} {conversation_id}")
+            # the summary carries the record and the tenant's scope: its responses are the tenant's (access.py)
+            made = await self.client.conversations.create(agent_id=agent_id,
+                                                          summary=record_summary(agent_id, conversation_id, tenant))
             record.setdefault("agents", {})[agent_id] = made.id
             await self._save(block, record)
         return made.id, True, list(record.get("items") or [])
@@ -179,16 +204,9 @@ class ConversationStore:
                 return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
             return JSONResponse(body, status_code=status)
 
-        async def body_of(request: Request) -> dict[str, Any]:
-            try:
-                body = await request.json() if await request.body() else {}
-            except ValueError:
-                msg = "The request body is not valid JSON."
-                raise invalid_request(msg) from None
-            if not isinstance(body, dict):
-                msg = "The request body must be a JSON object."
-                raise invalid_request(msg)
-            return body
+        def body_of(request: Request) -> dict[str, Any]:
+            # read, bounded and checked by RequestBodyMiddleware (no body at all is an empty request)
+            return json_body_of(request.scope) or {}
 
         def checked_items(body: dict[str, Any]) -> list[dict[str, Any]]:
             items = body.get("items") or []
@@ -203,7 +221,7 @@ class ConversationStore:
         @router.post("/v1/conversations", summary="Create a conversation (a record in Letta; see the README)")
         async def create(request: Request) -> JSONResponse:
             async def run() -> tuple[int, dict[str, Any]]:
-                body = await body_of(request)
+                body = body_of(request)
                 metadata = body.get("metadata") or {}
                 if not isinstance(metadata, dict):
                     msg = "'metadata' must be an object."
@@ -221,7 +239,7 @@ class ConversationStore:
         @router.post("/v1/conversations/{conversation_id}", summary="Update a conversation's metadata")
         async def update(conversation_id: str, request: Request) -> JSONResponse:
             async def run() -> tuple[int, dict[str, Any]]:
-                body = await body_of(request)
+                body = body_of(request)
                 async with self._lock(conversation_id):
                     block, record = await self.load(conversation_id, tenant_of(request))
                     block = await self._save(block, record, metadata=body.get("metadata") or {})
@@ -252,10 +270,11 @@ class ConversationStore:
         @router.post("/v1/conversations/{conversation_id}/items", summary="Add items to a conversation")
         async def add_items(conversation_id: str, request: Request) -> JSONResponse:
             async def run() -> tuple[int, dict[str, Any]]:
-                items = checked_items(await body_of(request))
+                items = checked_items(body_of(request))
                 added = await self.append(conversation_id, items, tenant_of(request))
-                return 200, {"object": "list", "data": added, "first_id": added[0]["id"] if added else None,
-                             "last_id": added[-1]["id"] if added else None, "has_more": False}
+                # "" for no items, as list_page: the openai SDK's list type requires strings
+                return 200, {"object": "list", "data": added, "first_id": added[0]["id"] if added else "",
+                             "last_id": added[-1]["id"] if added else "", "has_more": False}
             return await guarded(run)
 
         @router.get("/v1/conversations/{conversation_id}/items/{item_id}", summary="Retrieve a conversation item")
@@ -286,6 +305,4 @@ class ConversationStore:
 
 
 def _tenant_reader() -> Callable[[Request], Tenant | None]:
-    from letta_hayhooks.server.app import tenant_of  # noqa: PLC0415 - app imports this module
-
     return lambda request: tenant_of(request.scope)

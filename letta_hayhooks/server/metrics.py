@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from letta_hayhooks import telemetry
+from letta_hayhooks.server.access import OperatorRoute, may_reach
 from letta_hayhooks.server.multiprocess import ENV as MULTIPROC_ENV
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable, Callable], Awaitable[None]]
@@ -119,7 +120,7 @@ def install_metrics_route(app: FastAPI, tenant_of: Callable[[MutableMapping[str,
     @app.get(METRICS_PATH, tags=["operators"], summary="Prometheus metrics (admin keys, or keys granted metrics)")
     async def metrics(request: Request) -> Response:
         tenant = tenant_of(request.scope)
-        if tenant is not None and not tenant.may_read_metrics:
+        if not may_reach(tenant, OperatorRoute("metrics")):
             body = {"error": {"message": "This API key may not read metrics: it needs an admin key or `metrics`.",
                               "type": "permission_error", "param": None, "code": "metrics_not_allowed"}}
             return JSONResponse(body, status_code=403)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, MutableMapping
@@ -33,7 +32,6 @@ from letta_hayhooks.errors import (
     from_letta_exception,
     invalid_request,
     model_not_found,
-    too_large,
 )
 from letta_hayhooks.letta_access.events import LettaEventTranslator
 from letta_hayhooks.letta_access.paging import page_items
@@ -50,17 +48,27 @@ from letta_hayhooks.openai_responses import (
     sse_frame,
     to_chat,
 )
+from letta_hayhooks.server.access import (
+    Agent,
+    LettaConversation,
+    ReachedConversations,
+    may_reach,
+    naming_pending,
+    tenant_of,
+)
 from letta_hayhooks.server.agent_models import AgentModels
 from letta_hayhooks.server.conversations_api import ConversationStore
 from letta_hayhooks.server.event_stream import EventStream
-from letta_hayhooks.tenants import Tenant, allows
+from letta_hayhooks.server.request_body import json_body_of
+from letta_hayhooks.tenants import Tenant
 
 RESPONSES_PATHS = ("/v1/responses", "/responses")
-# Bodies up to this size are parsed on the event loop (well under a millisecond).
-_INLINE_PARSE_BYTES = 64 * 1024
 # The most messages of one run read back for a stored response (a run is one turn: a few steps).
 _RUN_MESSAGES = 500
 _DELETED_PREFIX = "deleted_response_"
+# A spare conversation's summary is written just after its first turn reached Letta: how long an owner check waits
+_NAMING_WAITS = 40
+_NAMING_WAIT_SECONDS = 0.05
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -69,35 +77,6 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 def _error(error: OpenAIError) -> JSONResponse:
     return _json(error.status, error.body(), error.headers or None)
-
-
-async def read_body(request: Request, max_bytes: int) -> dict[str, Any]:
-    """
-    The JSON object of a request body, read up to `max_bytes`.
-
-    :raises OpenAIError: 413 above the limit, 400 for anything but a JSON object.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            msg = f"The request body is larger than {max_bytes} bytes."
-            raise too_large(msg)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        body = json.loads(raw) if len(raw) < _INLINE_PARSE_BYTES else await asyncio.to_thread(json.loads, raw)
-    except ValueError:
-        msg = "The request body is not valid JSON."
-        raise invalid_request(msg) from None
-    except RecursionError:
-        msg = "The request body is nested too deeply."
-        raise invalid_request(msg, code="nested_too_deeply") from None
-    if not isinstance(body, dict):
-        msg = "The request body must be a JSON object."
-        raise invalid_request(msg)
-    return body
 
 
 async def resolve_model(models: AgentModels, model: str, tenant: Tenant | None) -> AgentChat:
@@ -117,8 +96,7 @@ async def resolve_model(models: AgentModels, model: str, tenant: Tenant | None) 
         if wrapper is None:
             raise model_not_found(model)
         model = info.model_id
-    subject = models.subject(model)
-    if tenant is not None and (subject is None or not allows(tenant, subject)):
+    if tenant is not None and not may_reach(tenant, Agent(models.subject(model))):
         raise model_not_found(model)
     return wrapper.chat
 
@@ -128,6 +106,7 @@ class ResponseStore:
 
     def __init__(self, models: Callable[[], AgentModels]) -> None:
         self.models = models
+        self.reached = ReachedConversations()
 
     @property
     def client(self) -> Any:
@@ -135,26 +114,48 @@ class ResponseStore:
 
     async def run(self, response_id: str, tenant: Tenant | None, *, param: str = "response_id") -> Any:
         """
-        The Letta run of a response the tenant may see.
+        The Letta run of a response the tenant may reach (`access.may_reach`: its agent, and the conversation it ran
+        in, whose summary names the tenant's scope).
 
-        :raises OpenAIError: 404 for an id this server did not issue, a deleted response, or another key's agent.
+        :raises OpenAIError: 404 for an id this server did not issue, a deleted response, or one the tenant may not
+            reach: the same answer, so a key cannot tell another key's response from a missing one.
         """
+        missing = not_found("response", response_id, param)
         run_id = run_id_of(response_id)
         if run_id is None:
-            msg = "response"
-            raise not_found(msg, response_id, param)
+            raise missing
         try:
             run, deleted = await asyncio.gather(self.client.runs.retrieve(run_id), self._deleted(response_id))
         except Exception as exc:  # noqa: BLE001 - a missing run is a 404, Letta down a 503
             if getattr(exc, "status_code", None) in (400, 404, 422):  # Letta refuses ids that are not uuid4s
-                msg_0 = "response"
-                raise not_found(msg_0, response_id, param) from None
+                raise missing from None
             raise from_letta_exception(exc) from None
-        info = self.models().catalog.by_id.get(run.agent_id)
-        if deleted or (tenant is not None and (info is None or not allows(tenant, info))):
-            msg = "response"
-            raise not_found(msg, response_id, param)
+        if deleted:
+            raise missing
+        if tenant is not None and not self.reached.known(run.conversation_id, tenant):
+            info = self.models().catalog.by_id.get(run.agent_id)
+            summary = await self._summary(run.conversation_id) if may_reach(tenant, Agent(info)) else None
+            if not may_reach(tenant, LettaConversation(info, run.agent_id, summary)):
+                raise missing
+            self.reached.remember(run.conversation_id, tenant)
         return run
+
+    async def _summary(self, conversation_id: str | None) -> str | None:
+        """A conversation's summary (None for the agent's default thread or a deleted conversation), once the
+        summary of a spare just handed to a turn has been written (a moment after the turn reached Letta)."""
+        if not conversation_id or conversation_id == "default":
+            return None
+        for _ in range(_NAMING_WAITS):
+            try:
+                conversation = await self.client.conversations.retrieve(conversation_id)
+            except Exception as exc:  # noqa: BLE001 - a missing conversation has no owner; Letta down is a 503
+                if getattr(exc, "status_code", None) in (400, 404, 422):
+                    return None
+                raise from_letta_exception(exc) from None
+            if not naming_pending(conversation.summary):
+                return conversation.summary
+            await asyncio.sleep(_NAMING_WAIT_SECONDS)
+        return None
 
     async def _deleted(self, response_id: str) -> bool:
         label = _DELETED_PREFIX + response_id.removeprefix("resp_")
@@ -230,11 +231,12 @@ class ResponseStore:
         """
         An output item this server issued, as an input item (for `item_reference`).
 
-        :raises OpenAIError: 400 when the id is not one of this server's items.
+        :raises OpenAIError: 404 when the id is not an item of a response the tenant may reach.
         """
         ref = item_reference(item_id)
-        unknown = invalid_request(f"The referenced item '{item_id}' is not an item of a stored response.",
-                                  param="input", code="invalid_item_reference")
+        # 404 whether the item is missing or another key's: a key cannot tell the two apart
+        unknown = OpenAIError(404, f"The referenced item '{item_id}' is not an item of a stored response.",
+                              type="invalid_request_error", param="input", code="invalid_item_reference")
         if ref is None:
             raise unknown
         _kind, response_id, index = ref
@@ -293,19 +295,17 @@ def _stored_echo(run: Any) -> dict[str, Any]:
 class ResponsesEndpoint:
     """`POST /v1/responses` for one server: the request, its conversation, the turn, and its encoding."""
 
-    def __init__(self, models: Callable[[], AgentModels], store: ResponseStore, conversations: ConversationStore,
-                 max_body_bytes: Callable[[], int]) -> None:
+    def __init__(self, models: Callable[[], AgentModels], store: ResponseStore,
+                 conversations: ConversationStore) -> None:
         self.models = models
         self.store = store
         self.conversations = conversations
-        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, request: Request) -> Any:
-        try:
-            body = await read_body(request, self.max_body_bytes())
-        except OpenAIError as error:
-            return _error(error)
-        return await self.respond(body, request.scope)
+        body = json_body_of(request.scope)  # read and checked by RequestBodyMiddleware
+        if body is None:
+            return _error(invalid_request("The request body is not valid JSON."))
+        return await self.respond({k: v for k, v in body.items() if v is not None}, request.scope)
 
     async def respond(self, body: dict[str, Any], scope: MutableMapping[str, Any]) -> Any:
         """The response to a request whose JSON body was read already (the chat gate reads it as it does a chat's)."""
@@ -340,6 +340,8 @@ class ResponsesEndpoint:
         if parsed.stream:
             return await self._stream(turn, chat, parsed, own, tenant)
         assert turn.reply is not None
+        # the conversation is the tenant's (the session rules chose it for this key): a continuation need not ask
+        self.store.reached.remember((turn.reply.meta or {}).get("conversation_id"), tenant)
         encoder = ResponseEncoder(response_id_for((turn.reply.meta or {}).get("run_id")), chat.model_id, parsed.echo)
         response = encode_all(encoder, reply_chunks(turn.reply))
         await self._remember(parsed, own, response, tenant)
@@ -368,10 +370,10 @@ class ResponsesEndpoint:
             except OpenAIError as error:
                 if error.status != 404:
                     raise
-                # what OpenAI answers for an unknown previous response: the request is wrong, not the route
+                # OpenAI's message and code; 404 whether it is missing or another key's (the two look the same)
                 msg = f"Previous response with id '{parsed.previous_response_id}' not found."
-                raise invalid_request(msg, param="previous_response_id",
-                                      code="previous_response_not_found") from None
+                raise OpenAIError(404, msg, type="invalid_request_error", param="previous_response_id",
+                                  code="previous_response_not_found") from None
             if run.agent_id != chat.agent_id:
                 msg = (f"Response '{parsed.previous_response_id}' belongs to another model; continue it with that "
                        "model.")
@@ -434,13 +436,10 @@ async def _close_quietly(chunks: Any) -> None:
 
 
 def _tenant(scope: MutableMapping[str, Any]) -> Tenant | None:
-    from letta_hayhooks.server.app import tenant_of  # noqa: PLC0415 - app imports this module
-
     return tenant_of(scope)
 
 
-def install_responses_routes(router: APIRouter, models: Callable[[], AgentModels],
-                             max_body_bytes: Callable[[], int]) -> ResponsesEndpoint:
+def install_responses_routes(router: APIRouter, models: Callable[[], AgentModels]) -> ResponsesEndpoint:
     """
     Add the Responses and Conversations routes to `router` (which goes ahead of Hayhooks' own routes).
 
@@ -448,8 +447,8 @@ def install_responses_routes(router: APIRouter, models: Callable[[], AgentModels
         completions: the route table and FastAPI's request handling cost a Responses turn a millisecond).
     """
     store = ResponseStore(models)
-    conversations = ConversationStore(models)
-    endpoint = ResponsesEndpoint(models, store, conversations, max_body_bytes)
+    conversations = ConversationStore(models, store.reached)
+    endpoint = ResponsesEndpoint(models, store, conversations)
 
     for path in RESPONSES_PATHS:
         router.add_api_route(path, endpoint, methods=["POST"], include_in_schema=path.startswith("/v1"),
@@ -490,10 +489,11 @@ def install_responses_routes(router: APIRouter, models: Callable[[], AgentModels
 def list_page(items: list[dict[str, Any]], *, order: str, limit: int, after: str | None) -> dict[str, Any]:
     """One page of an OpenAI list (`first_id`, `last_id`, `has_more`) over items kept oldest first."""
     ordered = list(reversed(items)) if order == "desc" else list(items)
-    if after is not None:
+    if after:  # "" is no cursor: the last_id of an empty page
         ids = [item.get("id") for item in ordered]
         ordered = ordered[ids.index(after) + 1:] if after in ids else []
     limit = max(1, min(limit, 100))
     page = ordered[:limit]
-    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None, "has_more": len(ordered) > limit}
+    # an empty page has "" for its ids: the openai SDK's list types require strings
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else "",
+            "last_id": page[-1]["id"] if page else "", "has_more": len(ordered) > limit}

@@ -180,10 +180,12 @@ def test_errors_are_openai_error_objects(server: Server, sdk, agent) -> None:
     with pytest.raises(openai.NotFoundError) as missing_model:
         sdk.responses.create(model="no-such-agent", input="hi")
     assert missing_model.value.body["code"] == "model_not_found"
-    with pytest.raises(openai.BadRequestError) as unknown_previous:
+    # unknown ids are 404s, the answer another key's ids get too (tests/integration/test_tenant_isolation.py)
+    with pytest.raises(openai.NotFoundError) as unknown_previous:
         sdk.responses.create(model=agent.name, input="hi", previous_response_id=f"resp_{uuid.uuid4().hex}")
     assert unknown_previous.value.body["param"] == "previous_response_id"
-    with pytest.raises(openai.BadRequestError) as reference:
+    assert unknown_previous.value.body["code"] == "previous_response_not_found"
+    with pytest.raises(openai.NotFoundError) as reference:
         sdk.responses.create(model=agent.name, input=[{"type": "item_reference", "id": "msg_unknown"}])
     assert reference.value.body["code"] == "invalid_item_reference"
     with pytest.raises(openai.NotFoundError):

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 
 from letta_hayhooks.openai_wire import DONE, WireChunk
 from letta_hayhooks.server.app import ChatRequestGate, answer_agent_chat
+from letta_hayhooks.server.request_body import RequestBodyMiddleware
 
 
 class Endpoint:
@@ -20,8 +21,11 @@ class Endpoint:
         return JSONResponse({"object": "response"})
 
 
-def call(gate: ChatRequestGate, method: str, path: str, body: bytes = b"{}") -> tuple[int | None, bytes]:
+def call(gate: ChatRequestGate, method: str, path: str, body: bytes = b"{}", max_body_bytes: int = 1000
+         ) -> tuple[int | None, bytes]:
+    """The gate behind the body middleware, as the server stacks them."""
     sent: list[dict] = []
+    app = RequestBodyMiddleware(gate, max_body_bytes=max_body_bytes)
 
     async def receive() -> dict:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -30,7 +34,7 @@ def call(gate: ChatRequestGate, method: str, path: str, body: bytes = b"{}") -> 
         sent.append(message)
 
     scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
-    asyncio.run(gate(scope, receive, send))
+    asyncio.run(app(scope, receive, send))
     status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
     return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
@@ -43,7 +47,7 @@ def test_responses_are_answered_by_the_endpoint_without_the_route_table() -> Non
         await JSONResponse({"inner": True})(scope, receive, send)
 
     endpoint = Endpoint()
-    gate = ChatRequestGate(app, models=lambda: None, max_body_bytes=1000, responses=endpoint)  # type: ignore[arg-type]
+    gate = ChatRequestGate(app, models=lambda: None, responses=endpoint)  # type: ignore[arg-type]
     for path in ("/v1/responses", "/responses"):
         assert call(gate, "POST", path, b'{"model": "m"}') == (200, b'{"object":"response"}')
     assert endpoint.bodies == [{"model": "m"}, {"model": "m"}]
@@ -58,8 +62,7 @@ def test_a_failing_endpoint_still_answers_an_openai_error() -> None:
         async def respond(self, body: dict, scope: dict) -> JSONResponse:
             raise RuntimeError("bug")
 
-    gate = ChatRequestGate(lambda *a: None, models=lambda: None, max_body_bytes=1000,  # type: ignore[arg-type]
-                           responses=Broken())  # type: ignore[arg-type]
+    gate = ChatRequestGate(lambda *a: None, models=lambda: None, responses=Broken())  # type: ignore[arg-type]
     status, body = call(gate, "POST", "/v1/responses")
     assert status == 500
     assert b'"internal_error"' in body
@@ -67,12 +70,19 @@ def test_a_failing_endpoint_still_answers_an_openai_error() -> None:
 
 def test_a_responses_body_is_checked_like_a_chat_body() -> None:
     endpoint = Endpoint()
-    gate = ChatRequestGate(lambda *a: None, models=lambda: None, max_body_bytes=100,  # type: ignore[arg-type]
-                           responses=endpoint)  # type: ignore[arg-type]
+    gate = ChatRequestGate(lambda *a: None, models=lambda: None, responses=endpoint)  # type: ignore[arg-type]
     assert call(gate, "POST", "/v1/responses", b"{not json")[0] == 400
     assert call(gate, "POST", "/v1/responses", b"[1, 2]")[0] == 400
-    assert call(gate, "POST", "/v1/responses", b'{"input": "' + b"x" * 200 + b'"}')[0] == 413
+    assert call(gate, "POST", "/v1/responses", b'{"input": "' + b"x" * 200 + b'"}', max_body_bytes=100)[0] == 413
+    assert call(gate, "POST", "/v1/responses", b"")[0] == 400
     assert endpoint.bodies == []
+
+
+def test_explicit_nulls_are_absent_fields() -> None:
+    endpoint = Endpoint()
+    gate = ChatRequestGate(lambda *a: None, models=lambda: None, responses=endpoint)  # type: ignore[arg-type]
+    assert call(gate, "POST", "/v1/responses", b'{"model": "m", "stream": null, "input": "hi"}')[0] == 200
+    assert endpoint.bodies == [{"model": "m", "input": "hi"}]
 
 
 def test_a_streams_end_goes_out_in_one_write() -> None:

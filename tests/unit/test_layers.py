@@ -24,8 +24,8 @@ RANKS = {
     "access": 2,
     "leaf": 1,
 }
-LEAF_MODULES = {"settings", "errors", "openai_request", "openai_wire", "openai_responses", "turn_plan", "lru",
-                 "tenants", "telemetry"}
+LEAF_MODULES = {"settings", "errors", "json_body", "openai_request", "openai_wire", "openai_responses", "turn_plan",
+                 "lru", "tenants", "telemetry"}
 
 
 def layer_of(module: str) -> str | None:

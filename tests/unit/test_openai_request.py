@@ -7,8 +7,8 @@ import time
 import pytest
 
 from letta_hayhooks.errors import OpenAIError
+from letta_hayhooks.json_body import MAX_NESTING
 from letta_hayhooks.openai_request import (
-    MAX_NESTING,
     RequestLimits,
     split_new_turn,
     to_letta_content,
