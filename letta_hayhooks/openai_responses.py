@@ -572,8 +572,9 @@ class ResponseEncoder:
                                       content_index=0, part=_text_part(text)))
         else:
             item["status"] = "completed"
+            # no `name`: OpenAI never sent it on this event, and the openai SDK's type has none (the item has it)
             events.append(self._event("response.function_call_arguments.done", item_id=item["id"],
-                                      output_index=index, name=item["name"], arguments=item["arguments"]))
+                                      output_index=index, arguments=item["arguments"]))
         events.append(self._event("response.output_item.done", output_index=index, item=dict(item)))
         return events
 

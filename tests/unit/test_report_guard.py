@@ -39,7 +39,8 @@ def test_fails_while_garbage_with_raising_finalizers_waits(eager_collector):
 
 def test_after_it_runs():
     assert True
-''' + "\n".join(f"def padding_{i}(a, b):\n    return [a + b for _ in range(a)] if a else {{b: a}}\n" for i in range(800))
+''' + "\n".join(f"def padding_{i}(a, b):\n    return [a + b for _ in range(a)] if a else {{b: a}}\n"
+            for i in range(800))
 
 FIXED = sys.version_info >= (3, 11, 8)
 
