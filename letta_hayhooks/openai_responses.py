@@ -627,3 +627,16 @@ def not_found(what: str, ident: str, param: str) -> OpenAIError:
     """404 for a response, conversation or item this server does not have (or the key may not see)."""
     return OpenAIError(404, f"No {what} found with id '{ident}'.", type="invalid_request_error", param=param,
                        code="not_found")
+
+
+def list_page(items: list[dict[str, Any]], *, order: str, limit: int, after: str | None) -> dict[str, Any]:
+    """One page of an OpenAI list (`first_id`, `last_id`, `has_more`) over items kept oldest first."""
+    ordered = list(reversed(items)) if order == "desc" else list(items)
+    if after:  # "" is no cursor: the last_id of an empty page
+        ids = [item.get("id") for item in ordered]
+        ordered = ordered[ids.index(after) + 1:] if after in ids else []
+    limit = max(1, min(limit, 100))
+    page = ordered[:limit]
+    # an empty page has "" for its ids: the openai SDK's list types require strings
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else "",
+            "last_id": page[-1]["id"] if page else "", "has_more": len(ordered) > limit}

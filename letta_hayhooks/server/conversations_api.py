@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse
 
 from letta_hayhooks.errors import OpenAIError, from_letta_exception, invalid_request
 from letta_hayhooks.lru import LRU
-from letta_hayhooks.openai_responses import block_id_of, conversation_id_for, not_found
+from letta_hayhooks.openai_responses import block_id_of, conversation_id_for, list_page, not_found
 from letta_hayhooks.server.access import (
     RECORD_MARK,
     ConversationRecord,
@@ -260,8 +260,6 @@ class ConversationStore:
         @router.get("/v1/conversations/{conversation_id}/items", summary="List a conversation's items")
         async def list_items(conversation_id: str, request: Request, order: str = "desc", limit: int = 20,
                              after: str | None = None) -> JSONResponse:
-            from letta_hayhooks.server.responses import list_page  # noqa: PLC0415 - responses imports this module
-
             async def run() -> tuple[int, dict[str, Any]]:
                 _, record = await self.load(conversation_id, tenant_of(request))
                 return 200, list_page(record.get("items") or [], order=order, limit=limit, after=after)

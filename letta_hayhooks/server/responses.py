@@ -41,6 +41,7 @@ from letta_hayhooks.openai_responses import (
     encode_all,
     input_item,
     item_reference,
+    list_page,
     not_found,
     parse_request,
     response_id_for,
@@ -484,16 +485,3 @@ def install_responses_routes(router: APIRouter, models: Callable[[], AgentModels
 
     conversations.install(router)
     return endpoint
-
-
-def list_page(items: list[dict[str, Any]], *, order: str, limit: int, after: str | None) -> dict[str, Any]:
-    """One page of an OpenAI list (`first_id`, `last_id`, `has_more`) over items kept oldest first."""
-    ordered = list(reversed(items)) if order == "desc" else list(items)
-    if after:  # "" is no cursor: the last_id of an empty page
-        ids = [item.get("id") for item in ordered]
-        ordered = ordered[ids.index(after) + 1:] if after in ids else []
-    limit = max(1, min(limit, 100))
-    page = ordered[:limit]
-    # an empty page has "" for its ids: the openai SDK's list types require strings
-    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else "",
-            "last_id": page[-1]["id"] if page else "", "has_more": len(ordered) > limit}

@@ -97,3 +97,73 @@ def test_nothing_imports_the_top_level_repository_folders() -> None:
     for module, path in MODULES.items():
         bare = {name for name in imports_of(path) if name.split(".")[0] in {"components", "pipelines", "cli_client"}}
         assert not bare, f"{module} imports {sorted(bare)}"
+
+
+def _module_imports(module: str) -> set[str]:
+    """The project modules `module` imports (a `from x import name` counts as `x`, or `x.name` when that is one)."""
+    found = set()
+    for name in imports_of(MODULES[module]):
+        if name in MODULES:
+            found.add(name)
+        elif name.rpartition(".")[0] in MODULES:
+            found.add(name.rpartition(".")[0])
+    return found - {module}
+
+
+def test_no_import_circle_inside_a_layer() -> None:
+    """Modules of one layer may import each other, never in a circle (also imports inside functions)."""
+    graph = {module: _module_imports(module) for module in MODULES}
+    circles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for other in sorted(graph[module]):
+            if state.get(other) == 1:
+                circles.append([*path[path.index(other):], other])
+            elif other not in state:
+                visit(other, [*path, other])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, "import circles: " + "; ".join(" -> ".join(c) for c in circles)
+
+
+# Libraries whose private parts (a `_name`, or a module path with a private segment) break on their next release.
+GUARDED_LIBRARIES = {"hayhooks", "haystack", "uvicorn", "starlette", "fastapi", "letta_client"}
+# A file that must import such a part, with the contract test that pins what it relies on (none today).
+PRIVATE_IMPORT_CONTRACTS: dict[str, str] = {}
+
+
+def _private_imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] in GUARDED_LIBRARIES and any(part.startswith("_") for part in parts[1:]):
+                found.add(name)
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_no_private_name_of_a_library_is_imported(module: str) -> None:
+    private = _private_imports(MODULES[module])
+    if module in PRIVATE_IMPORT_CONTRACTS:
+        assert (Path(__file__).parents[1] / PRIVATE_IMPORT_CONTRACTS[module]).is_file()
+        return
+    assert not private, f"{module} imports private parts of a library: {sorted(private)}"
+
+
+def test_the_private_import_check_catches_one(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("from haystack.core.pipeline.base import _NO_OUTPUT\nimport uvicorn._types\n"
+                      "from starlette.routing import Route\n")
+    assert _private_imports(sample) == {"haystack.core.pipeline.base._NO_OUTPUT", "uvicorn._types"}
