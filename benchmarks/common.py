@@ -212,7 +212,8 @@ Proxy = ServerProcess  # a letta-hayhooks server process: `serve` (the productio
 _KINDS = {"serve": "serve", "hayhooks-run": "hayhooks"}  # the benchmarks' names -> the harness' commands
 
 
-def start_proxy(kind: str, letta_url: str, log_dir: Path, extra_env: dict[str, str] | None = None) -> Proxy:
+def start_proxy(kind: str, letta_url: str, log_dir: Path, extra_env: dict[str, str] | None = None,
+                ready_path: str = "/v1/models") -> Proxy:
     """
     Start `letta-hayhooks serve` (kind="serve") or `hayhooks run` (kind="hayhooks-run") from the repository root.
 
@@ -222,7 +223,7 @@ def start_proxy(kind: str, letta_url: str, log_dir: Path, extra_env: dict[str, s
     proxy = harness.start_server(
         _KINDS[kind], letta_url, log_dir, cwd=ROOT, base_env=harness.environ_without("LETTA_HAYHOOKS_", "HAYHOOKS_"),
         extra_env={"HAYHOOKS_TRACING_INCLUDE_HAYSTACK_SPANS": "false", **(extra_env or {})},
-        ready_path="/v1/models", timeout=90,
+        ready_path=ready_path, timeout=90,
     )
     proxy.kind = kind
     return proxy
