@@ -213,7 +213,9 @@ def run(opts: Options) -> tuple[str, dict]:  # noqa: PLR0912, PLR0915
                 proxies["run"] = start_proxy("hayhooks-run", relay.url, wd,
                                              {"LETTA_HAYHOOKS_SESSION_POLICY": "agent"})
             if any(name.startswith("alt-") for name in names):
-                proxies["alt"] = start_proxy("serve", relay.url, wd, opts.alt_env)
+                # the alt proxy is the serve proxy with the A/B setting (same session policy)
+                proxies["alt"] = start_proxy("serve", relay.url, wd, {"LETTA_HAYHOOKS_SESSION_POLICY": "agent",
+                                                                      **opts.alt_env})
             for proxy in proxies.values():
                 wait_for_models(proxy, [agents[n].name for n in names])
             serve = proxies["serve"]

@@ -46,7 +46,7 @@ from letta_hayhooks.errors import (
 from letta_hayhooks.openai_wire import WireChunk
 from letta_hayhooks.server.access import TENANT_STATE, Agent, OperatorRoute, may_reach, tenant_of
 from letta_hayhooks.server.agent_models import AgentModels, agent_model_object, default_models, use_settings
-from letta_hayhooks.server.event_stream import EventStream
+from letta_hayhooks.server.event_stream import event_stream
 from letta_hayhooks.server.maintenance import list_sessions
 from letta_hayhooks.server.observability import install_observability
 from letta_hayhooks.server.request_body import RequestBodyMiddleware, json_body_of
@@ -182,7 +182,7 @@ async def answer_agent_chat(
         if held:
             yield "".join(held)
 
-    await EventStream(frames())(scope, receive, send)
+    await event_stream(frames())(scope, receive, send)
 
 
 class ChatRequestGate:

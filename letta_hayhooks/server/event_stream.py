@@ -14,6 +14,15 @@ from typing import Any
 
 from starlette.responses import StreamingResponse
 
+from letta_hayhooks.settings import get_settings
+
+
+def event_stream(content: AsyncIterable[str | bytes]) -> StreamingResponse:
+    """The event-stream response of `content`: `EventStream`, or Starlette's own for the A/B benchmark."""
+    if get_settings().stock_event_stream:
+        return StreamingResponse(content, media_type="text/event-stream")
+    return EventStream(content)
+
 
 class EventStream(StreamingResponse):
     """

@@ -59,7 +59,7 @@ from letta_hayhooks.server.access import (
 )
 from letta_hayhooks.server.agent_models import AgentModels
 from letta_hayhooks.server.conversations_api import ConversationStore
-from letta_hayhooks.server.event_stream import EventStream
+from letta_hayhooks.server.event_stream import event_stream
 from letta_hayhooks.server.request_body import json_body_of
 from letta_hayhooks.tenants import Tenant
 
@@ -391,7 +391,7 @@ class ResponsesEndpoint:
             await self.conversations.append(parsed.conversation, [*own, *response["output"]], tenant)
 
     async def _stream(self, turn: Turn, chat: AgentChat, parsed: ResponsesRequest, own: list[dict[str, Any]],
-                      tenant: Tenant | None) -> EventStream:
+                      tenant: Tenant | None) -> Any:
         chunks = turn.stream()
         first = await anext(chunks, None)
         run_id = (first.meta or {}).get("run_id") if first is not None else None
@@ -428,7 +428,7 @@ class ResponsesEndpoint:
                 yield sse_frame(encoder.fail(OpenAIError(502, "The agent's answer ended early.",
                                                          type="server_error"))[0])
 
-        return EventStream(frames())
+        return event_stream(frames())
 
 
 async def _close_quietly(chunks: Any) -> None:
