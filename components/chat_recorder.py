@@ -69,7 +69,7 @@ class ChatRecorder(LettaComponent):
         # this process knows the new head at once; Letta's copy (for other processes and restarts) is written in the
         # background, so the answer does not wait for it
         if record.kind == "chat":
-            self.heads.moved(record.scope, record.conversation_id, record.old_head, head)
+            self.heads.moved(record.scope, record.conversation_id, record.old_head, head, first=record.first)
         else:
             self.heads.session_moved(record.scope, record.conversation_id, head)
         progress = TURN_PROGRESS.get()

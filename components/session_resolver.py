@@ -57,6 +57,9 @@ def chat_scope(conversation_id: str) -> str:
     return hashlib.sha256(f"chat\x00{conversation_id}".encode()).hexdigest()[:32]
 
 
+# Twin checks still running (kept referenced until they finish).
+_CHECKS: set[asyncio.Task] = set()
+
 # Separates a session's key from its heads in the summary (Letta 0.16 keeps no conversation description).
 _HEADS_MARK = " \u2016 "
 
@@ -92,9 +95,26 @@ class ChatRecord:
     session_key: str | None
     prev: str  # the digest of the transcript that led to this answer
     old_head: str | None
+    first: bool = False  # the conversation was made for this turn (a new chat's, a branch's)
 
     def __deepcopy__(self, memo: dict) -> ChatRecord:
         return self
+
+
+def _last_use(conversation: Any) -> str:
+    return str(getattr(conversation, "last_message_at", None) or getattr(conversation, "updated_at", None)
+               or conversation.created_at or "")
+
+
+def by_last_use(conversations: list[Any]) -> list[Any]:
+    """
+    Conversations the least recently used first (Letta stamps `last_message_at` when a turn arrives).
+
+    Of conversations at one head, the first is the one that reached it first, the choice every process makes (this
+    process's cache keeps them in that order too); a twin with a turn under way, or one whose head write after its
+    last turn failed (its summary then names a head it has moved past), comes last.
+    """
+    return sorted(conversations, key=lambda c: (_last_use(c), c.id))
 
 
 def _conversation_otid(conversation_id: str, otid: str) -> str:
@@ -270,6 +290,9 @@ class SessionResolver(LettaComponent):
         conversation_id = None
         if digests.has_history:
             conversation_id = self.heads.conversation(plan.scope, digests.history)
+            if conversation_id is not None and self.heads.at_first_head(conversation_id):
+                # where twin chats start: another process may have made one at this head (off the turn's path)
+                self._check_twins(agent_id, plan.scope, digests.history, conversation_id)
             # a head this process's chat moved past: the client regenerated or edited (no other head to wait for)
             left_behind = conversation_id is None and self.heads.left_behind(plan.scope, digests.history)
             if conversation_id is None and not left_behind:
@@ -303,22 +326,46 @@ class SessionResolver(LettaComponent):
                         fate=fate, conversation_id=conversation_id)
         self.heads.sending(conversation_id)
         record = ChatRecord("chat", conversation_id, plan.scope, None, digests.turn,
-                            digests.history if digests.has_history else None)
+                            digests.history if digests.has_history else None, first=fate != "continued")
         return self._out(conversation_id, [*seed, *letta_messages], chat_scope(conversation_id), seeded=bool(seed),
                          record=record, fate=fate, fresh_scope=fate != "continued")
 
     async def _find_chat(self, agent_id: str, scope: str, field: str, value: str) -> str | None:
-        """The newest conversation of the chat scope whose summary has `field=value`."""
-        needle = f"{field}={value}"
-        page = await self.client.conversations.list(agent_id=agent_id, summary_search=needle, limit=20)
-        matches = [c for c in page_items(page)
-                   if (c.summary or "").startswith(f"{CHAT_PREFIX}{scope} ") and needle in (c.summary or "").split()]
+        """
+        The conversation of the chat scope whose summary has `field=value`: at a head (`head`), the one that reached
+        it first (twin chats each take one); the one that answered a turn (`prev`), the last used.
+        """
+        matches = await self._chats_with(agent_id, scope, field, value)
         if not matches:
             return None
-        # identical histories may share a conversation: the most recently used one is as good as any
-        matches.sort(key=lambda c: (str(getattr(c, "last_message_at", None) or getattr(c, "updated_at", None) or
-                                        c.created_at or ""), c.id), reverse=True)
-        return matches[0].id
+        return matches[0].id if field == "head" else matches[-1].id
+
+    async def _chats_with(self, agent_id: str, scope: str, field: str, value: str) -> list[Any]:
+        """The conversations of the chat scope whose summary has `field=value`, the least recently used first."""
+        needle = f"{field}={value}"
+        page = await self.client.conversations.list(agent_id=agent_id, summary_search=needle, limit=20)
+        return by_last_use([c for c in page_items(page) if (c.summary or "").startswith(f"{CHAT_PREFIX}{scope} ")
+                            and needle in (c.summary or "").split()])
+
+    def _check_twins(self, agent_id: str, scope: str, head: str, taken: str) -> None:
+        """
+        Look in Letta, once the turn is sent, for conversations at `head` besides those this process knows: twins
+        made by another process, which the head's continuations here must find once `taken` has moved on.
+        """
+        async def check(sent: asyncio.Event | None) -> None:
+            try:
+                await reached(sent)
+                found = await self._chats_with(agent_id, scope, "head", head)
+                self.heads.twins_checked(scope, head, [c.id for c in found], taken)
+            except Exception as exc:  # noqa: BLE001 - without it, a twin of another process may be branched from
+                logger.warning("Could not look for twins of conversation {conversation_id}: {error}",
+                               conversation_id=taken, error=type(exc).__name__)
+
+        progress = TURN_PROGRESS.get()
+        task = asyncio.get_running_loop().create_task(check(progress and progress.sent))
+        _CHECKS.add(task)
+        task.add_done_callback(_CHECKS.discard)
+        self.heads.checking_twins(scope, head, task)
 
     async def _replay_if_answered(
         self, agent_id: str, conversation_id: str, plan: TurnPlan, messages: list[dict[str, Any]],

@@ -148,16 +148,26 @@ def reply_message(text: str | None, tool_calls: Sequence[Mapping[str, Any]] = ()
 
 class ChatHeads:
     """
-    This process's knowledge of chat heads: (chat scope, head digest) -> conversation, the heads its chats have moved
-    past (a request sending one of those is a regenerate or an edit: no need to ask Letta), keyed sessions' heads, and
-    which conversations may hold a turn whose answer was never recorded (checked for duplicates before the next turn).
+    This process's knowledge of chat heads: (chat scope, head digest) -> the conversations at that head, the heads its
+    chats have moved past (a request sending one of those is a regenerate or an edit: no need to ask Letta), keyed
+    sessions' heads, and which conversations may hold a turn whose answer was never recorded (checked for duplicates
+    before the next turn).
+
+    Twin chats (identical transcripts: the same first message answered with the same text) are at one head in
+    conversations of their own. A request cannot tell which twin sent it, and each of those conversations holds what
+    the client shows: a continuation takes the one that reached the head first, the next continuation the next one,
+    and the head is left behind only when none is left (`twins_checked` adds those of other processes).
 
     Letta holds the record (the conversation's summary); this is only a cache, bounded like the others.
     """
 
     def __init__(self) -> None:
-        self._conversations: LRU = LRU()
+        self._conversations: LRU = LRU()  # (chat scope, head) -> conversations at it, the first to reach it first
+        self._at: LRU = LRU()  # conversation -> (chat scope, head) where this process last saw it
+        self._first: LRU = LRU()  # conversations at the first head they reached (a new chat's, a branch's)
         self._left: LRU = LRU()  # (chat scope, head) a conversation moved past in this process
+        self._elsewhere: LRU = LRU()  # (chat scope, head) Letta also has conversations at that this process lacks
+        self._checks: dict[tuple[str, str], asyncio.Task] = {}  # (chat scope, head) -> a twin check running
         self._unsettled: LRU = LRU()
         self._sessions: LRU = LRU()  # keyed session scope -> (conversation id, head or None)
         self._writes: dict[str, set[asyncio.Task]] = {}  # scope -> head writes to Letta still running
@@ -202,21 +212,74 @@ class ChatHeads:
         self._unsettled.pop(conversation_id, None)
 
     def conversation(self, scope: str, head: str) -> str | None:
-        """The conversation of the chat scope (agent and tenant) whose head this process last saw at `head`."""
-        return self._conversations.get((scope, head))
+        """
+        The conversation of the chat scope (agent and tenant) this process last saw at `head`; of twins, the one that
+        reached it first.
+        """
+        at = self._conversations.get((scope, head))
+        return at[0] if at else None
+
+    def at_head(self, scope: str, head: str) -> tuple[str, ...]:
+        """Every conversation this process last saw at `head`, the first to reach it first."""
+        return self._conversations.get((scope, head)) or ()
 
     def left_behind(self, scope: str, head: str) -> bool:
-        """Whether a chat of the scope moved past `head` in this process (and none has come back to it since)."""
-        return (scope, head) in self._left
+        """
+        Whether a chat of the scope moved past `head` in this process and no conversation is known to be at it still:
+        none this process saw there, none of another process that a twin check found, and no check running.
+        """
+        key = (scope, head)
+        return key in self._left and key not in self._elsewhere and key not in self._checks
 
-    def moved(self, scope: str, conversation_id: str, old_head: str | None, new_head: str) -> None:
-        """A keyless chat's turn was answered: its conversation's head moved."""
-        if old_head is not None and self._conversations.get((scope, old_head)) == conversation_id:
-            self._conversations.pop((scope, old_head), None)
-            self._left.remember((scope, old_head), conversation_id)
-        self._conversations.remember((scope, new_head), conversation_id)
-        self._left.pop((scope, new_head), None)
+    def moved(self, scope: str, conversation_id: str, old_head: str | None, new_head: str,
+              *, first: bool = False) -> None:
+        """
+        A keyless chat's turn was answered: its conversation's head moved (`first`: the conversation was made for
+        this turn, a new chat's or a branch's).
+        """
+        places = {self._at.pop(conversation_id, None), (scope, old_head) if old_head is not None else None}
+        for place in places - {None}:
+            at = self._conversations.get(place)
+            if at and conversation_id in at:
+                rest = tuple(c for c in at if c != conversation_id)
+                if rest:
+                    self._conversations[place] = rest  # its twins are still there
+                else:
+                    self._conversations.pop(place, None)
+                    self._left.remember(place, conversation_id)
+        key = (scope, new_head)
+        at = self._conversations.get(key) or ()
+        self._conversations.remember(key, at if conversation_id in at else (*at, conversation_id))
+        self._at.remember(conversation_id, key)
+        if first:
+            self._first.remember(conversation_id, key)
+        else:
+            self._first.pop(conversation_id, None)
+        self._left.pop(key, None)
         self._unsettled.pop(conversation_id, None)
+
+    def at_first_head(self, conversation_id: str) -> bool:
+        """Whether the conversation is still at the first head it reached here (where twins start)."""
+        return conversation_id in self._first
+
+    def checking_twins(self, scope: str, head: str, task: asyncio.Task) -> None:
+        """A look in Letta for conversations at `head` this process does not know of is running."""
+        key = (scope, head)
+        self._checks[key] = task
+        task.add_done_callback(lambda t: self._checks.pop(key, None) if self._checks.get(key) is t else None)
+
+    def twins_checked(self, scope: str, head: str, in_letta: Sequence[str], taken: str) -> None:
+        """
+        What Letta has at `head` (conversation ids) while `taken` moves on from it: any other this process does not
+        know there is a twin another process made, so this process's chats moving past the head no longer make it
+        left behind (the next request from it asks Letta). Only that fact is kept, not the ids: the other process
+        may move its conversations at any time.
+        """
+        key = (scope, head)
+        known = {taken, *(self._conversations.get(key) or ())}
+        if any(c not in known for c in in_letta):
+            self._elsewhere.remember(key, True)
+            self._left.pop(key, None)
 
     def sending(self, conversation_id: str) -> None:
         """A turn is about to be sent to the conversation (unsettled until `moved`)."""

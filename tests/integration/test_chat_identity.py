@@ -256,3 +256,38 @@ def test_the_sessions_view_shows_chats_and_branches(letta_backend: Backend, serv
     held = {c.id for c in conversation_holding(letta_backend, agent.id, f"view {mark}")}
     assert held <= {row["conversation_id"] for row in chats}
     assert all(row["head"] for row in chats if row["conversation_id"] in held)
+
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_twin_chats_are_two_conversations_and_leave_nothing_behind(letta_backend: Backend, server: Server,
+                                                                   server_factory, agent, replicas: int) -> None:
+    # two keyless chats that start alike and get the same answer are byte-identical until they diverge (Open WebUI
+    # with its defaults, the openai SDK); with two replicas chat B starts on the other one and continues on the first,
+    # after chat A's conversation moved past the head both started at
+    other = server
+    if replicas == 2:
+        other = server_factory(letta_backend.base_url)
+        wait_for_model(other.url, agent.name)
+    mark = uuid.uuid4().hex[:6]
+    start = [{"role": "user", "content": f"twin start {mark}"}]
+    first_a, first_b = ask(server, agent.name, start), ask(other, agent.name, start)
+    assert first_a == first_b
+    chats = {"A": [*start, {"role": "assistant", "content": first_a}],
+             "B": [*start, {"role": "assistant", "content": first_b}]}
+
+    def say(name: str, text: str) -> str:
+        chats[name].append({"role": "user", "content": text})
+        chats[name].append({"role": "assistant", "content": ask(server, agent.name, chats[name])})
+        return chats[name][-1]["content"]
+
+    for name in chats:
+        say(name, f"{name} two {mark}")
+    for name, other in (("A", "B"), ("B", "A")):  # each chat's context is its own
+        assert say(name, f"RECALL?{name} two {mark}") == f"RECALL:{name} two {mark}=yes"
+        assert say(name, f"RECALL?{other} two {mark}") == f"RECALL:{other} two {mark}=no"
+    held = conversation_holding(letta_backend, agent.id, f"twin start {mark}")
+    # one conversation per chat, holding the chat's turns: none left behind with the first turn alone
+    assert sorted(user_texts(letta_backend, c.id) for c in held) == [
+        [f"twin start {mark}", f"{name} two {mark}", f"RECALL?{name} two {mark}", f"RECALL?{other} two {mark}"]
+        for name, other in (("A", "B"), ("B", "A"))]
