@@ -96,8 +96,6 @@ class Settings(BaseSettings):
     )
     # per-key policies (agents, operator routes); see letta_hayhooks/tenants.py for the format
     api_keys_file: str | None = Field(None, alias="LETTA_HAYHOOKS_API_KEYS_FILE")
-    # A/B of the custom event stream against Starlette's StreamingResponse (benchmarks/overhead.py --alt-env)
-    stock_event_stream: bool = Field(False, alias="LETTA_HAYHOOKS_STOCK_EVENT_STREAM")
     max_body_bytes: int = Field(8 * 1_048_576, alias="LETTA_HAYHOOKS_MAX_BODY_BYTES", gt=0)
     max_messages: int = Field(5000, alias="LETTA_HAYHOOKS_MAX_MESSAGES", gt=0)
     max_new_user_messages: int = Field(64, alias="LETTA_HAYHOOKS_MAX_NEW_USER_MESSAGES", gt=0)

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from hayhooks import log
 from haystack.dataclasses import StreamingChunk
 from starlette.datastructures import Headers
@@ -59,7 +59,6 @@ from letta_hayhooks.server.access import (
 )
 from letta_hayhooks.server.agent_models import AgentModels
 from letta_hayhooks.server.conversations_api import ConversationStore
-from letta_hayhooks.server.event_stream import event_stream
 from letta_hayhooks.server.request_body import json_body_of
 from letta_hayhooks.tenants import Tenant
 
@@ -428,7 +427,7 @@ class ResponsesEndpoint:
                 yield sse_frame(encoder.fail(OpenAIError(502, "The agent's answer ended early.",
                                                          type="server_error"))[0])
 
-        return event_stream(frames())
+        return StreamingResponse(frames(), media_type="text/event-stream")
 
 
 async def _close_quietly(chunks: Any) -> None:
