@@ -2,7 +2,7 @@
 The terminal client in its own process, on the locked openai SDK and on the oldest one pyproject.toml allows.
 
 openai 3.5x moved the SDK onto httpx2, which refuses httpx objects; the CLI must hand the SDK only its own types on
-both sides of that move. The oldest release is installed from requirements/openai-oldest.txt (hashed) into a
+both sides of that move. The oldest release is installed from requirements/openai-oldest.lock (hashed) into a
 directory put in front of the locked one on the child's path. `scripts/check-latest` runs this module on the newest.
 """
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 def oldest_openai(tmp_path_factory: pytest.TempPathFactory) -> Path:
     target = tmp_path_factory.mktemp("openai-oldest")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--require-hashes",
-                    "--no-deps", "--target", str(target), "-r", str(ROOT / "requirements" / "openai-oldest.txt")],
+                    "--no-deps", "--target", str(target), "-r", str(ROOT / "requirements" / "openai-oldest.lock")],
                    check=True, timeout=300)
     return target
 
@@ -42,7 +42,7 @@ def sdk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         env["PYTHONPATH"] = str(request.getfixturevalue("oldest_openai"))
     version = subprocess.run([sys.executable, "-c", "import openai; print(openai.__version__)"], env=env,
                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
-    expected = (ROOT / "requirements" / "openai-oldest.txt").read_text().split("==")[1].split()[0]
+    expected = (ROOT / "requirements" / "openai-oldest.lock").read_text().split("==")[1].split()[0]
     if request.param == "oldest":
         assert version == expected
     return SimpleNamespace(env=env, version=version)

@@ -40,7 +40,7 @@ def test_the_wheel_installs_and_starts_in_a_clean_virtualenv(wheel: Path, tmp_pa
     bin_dir = venv / "bin"
     # as the README installs: the locked server set, then the wheel on top without resolving
     subprocess.run([str(bin_dir / "pip"), "install", "-q", "--require-hashes", "--no-deps", "-r",
-                    str(ROOT / "requirements" / "run.txt")], check=True, timeout=600)
+                    str(ROOT / "requirements" / "run.lock")], check=True, timeout=600)
     subprocess.run([str(bin_dir / "pip"), "install", "-q", "--no-deps", str(wheel)], check=True, timeout=600)
     subprocess.run([str(bin_dir / "pip"), "check"], check=True, timeout=120)
     shown = subprocess.run([str(bin_dir / "letta-hayhooks"), "serve", "--help"], capture_output=True, text=True,

@@ -68,7 +68,7 @@ def test_the_dockerfile_installs_and_runs_the_proxy() -> None:
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.MULTILINE)
     # the image installs the lock, then the project without resolving anything
-    assert re.search(r"^RUN pip install [^\n]*--require-hashes --no-deps -r requirements/run\.txt$", dockerfile,
+    assert re.search(r"^RUN pip install [^\n]*--require-hashes --no-deps -r requirements/run\.lock$", dockerfile,
                      re.MULTILINE)
     assert re.search(r"^RUN pip install [^\n]*--no-deps --no-build-isolation \.", dockerfile, re.MULTILINE)
     assert 'CMD ["letta-hayhooks", "serve", "--host", "0.0.0.0", "--port", "1416"]' in dockerfile

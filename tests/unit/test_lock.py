@@ -1,4 +1,4 @@
-"""The lock (requirements/*.txt, written by scripts/lock) matches pyproject.toml's ranges and what is installed."""
+"""The lock (requirements/*.lock, written by scripts/lock) matches pyproject.toml's ranges and what is installed."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def declared() -> list[Requirement]:
 
 
 def test_every_declared_range_is_locked_within_its_range() -> None:
-    locked = pins("dev.txt")
+    locked = pins("dev.lock")
     for requirement in declared():
         version = locked.get(canonicalize_name(requirement.name))
         assert version is not None, f"{requirement.name} is not in the lock: run scripts/lock"
@@ -49,26 +49,26 @@ def test_every_declared_range_is_locked_within_its_range() -> None:
 
 
 def test_the_run_lock_is_the_dev_lock_with_fewer_packages() -> None:
-    dev, run = pins("dev.txt"), pins("run.txt")
+    dev, run = pins("dev.lock"), pins("run.lock")
     assert {name: dev.get(name) for name in run} == run
     assert {"hayhooks", "haystack-ai", "letta-client", "openai", "hatchling"} <= set(run)
 
 
 def test_the_new_letta_package_never_enters_the_project_env() -> None:
     # PyPI's `letta` is Letta Code now; the server (0.16.8) lives in its own virtualenv, pinned by the kit
-    assert "letta" not in pins("dev.txt")
+    assert "letta" not in pins("dev.lock")
 
 
 def test_the_oldest_openai_is_the_bottom_of_the_range() -> None:
     (openai,) = [r for r in declared() if r.name == "openai"]
     (bottom,) = [s.version for s in openai.specifier if s.operator == ">="]
-    assert pins("openai-oldest.txt") == {"openai": bottom if bottom.count(".") == 2 else f"{bottom}.0"}
+    assert pins("openai-oldest.lock") == {"openai": bottom if bottom.count(".") == 2 else f"{bottom}.0"}
 
 
 def test_what_is_installed_is_the_lock() -> None:
     """CI and the README install from the lock: a drift here means the environment is not what was tested."""
     drift = {}
-    for name, version in pins("dev.txt", for_this_platform=True).items():
+    for name, version in pins("dev.lock", for_this_platform=True).items():
         try:
             installed = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -76,4 +76,4 @@ def test_what_is_installed_is_the_lock() -> None:
         if installed != version:
             drift[name] = (version, installed)
     if drift:
-        pytest.fail(f"installed versions differ from requirements/dev.txt (locked, installed): {drift}")
+        pytest.fail(f"installed versions differ from requirements/dev.lock (locked, installed): {drift}")
