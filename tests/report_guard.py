@@ -1,56 +1,116 @@
 """
-A pytest plugin: a failure whose traceback cannot be formatted is reported as a failure, not an INTERNALERROR.
+A pytest plugin: exceptions raised in finalizers are formatted after the test phase, never inside the finalizer.
 
 Why: CPython before 3.11.8 keeps one AST recursion counter per interpreter (python/cpython#106905, fixed by #113035).
-pytest formats a failure's traceback with `ast.parse`; if the garbage collector runs a finalizer that raises while
-that parse builds its tree, the unraisable-exception hook formats *that* traceback, and 3.11's traceback module
-calls `ast.parse` again (for its `^^^` carets). The nested parse leaves the shared counter off, the outer one raises
-`SystemError: AST constructor recursion depth mismatch`, and pytest aborts the whole session. A half-built openai
-client (its `__del__` raises) was such a finalizer. `tests/unit/test_report_guard.py` reproduces the chain.
+The garbage collector can run a finalizer while any `ast.parse` builds its tree (pytest formatting a failure, a
+test reading source). If the finalizer raises (a half-built openai client's `__del__` did), pytest's unraisable hook
+formats that traceback at once, and 3.11's traceback module calls `ast.parse` again for its `^^^` carets. The nested
+parse leaves the shared counter off, and the outer one raises `SystemError: AST constructor recursion depth
+mismatch`: a test fails for no reason of its own, or pytest aborts the whole session with an INTERNALERROR.
 
-The fallback report lists the traceback's frames without parsing any source, so it cannot hit the same bug.
+This plugin sits in front of pytest's hook: the hook itself only notes the exception (and the finalized object's
+repr, which may not be computable later); at the end of each test phase, before pytest collects them, the noted
+exceptions go to pytest's hook, which formats and reports them as always. `tests/unit/test_report_guard.py`
+reproduces both chains.
 """
 
 from __future__ import annotations
 
-import linecache
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
 
 import pytest
 
-_AST_BUG = "AST constructor recursion depth mismatch"
+
+@dataclass(frozen=True)
+class _Described:
+    """Stands in for the finalized object: pytest's report shows its repr, taken while the object was whole."""
+
+    text: str
+
+    def __repr__(self) -> str:
+        return self.text
 
 
-def plain_traceback(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]) -> str:
-    """`file:line in function` and the line itself for each frame from the test's own file on, then the exception;
-    no source is parsed."""
-    lines = ["(pytest could not format this traceback: CPython's AST counter bug; plain frames follow)"]
-    for entry in excinfo.traceback.cut(path=item.path) or excinfo.traceback:
-        path, lineno = str(entry.path), entry.lineno + 1
-        lines.append(f"{path}:{lineno}: in {entry.name}")
-        source = linecache.getline(path, lineno).strip()
-        if source:
-            lines.append(f"    {source}")
-    lines.append(f"E   {excinfo.exconly()}")
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class NotedUnraisable:
+    """What `sys.UnraisableHookArgs` carries, with the object replaced by its repr."""
+
+    exc_type: type[BaseException]
+    exc_value: BaseException | None
+    exc_traceback: TracebackType | None
+    err_msg: str | None
+    object: Any
+
+
+class DeferredUnraisableHook:
+    """Notes unraisable exceptions while tests run; `flush` hands them to the hook it replaced."""
+
+    def __init__(self, report: Callable[[Any], object]) -> None:
+        self.report = report
+        self.noted: list[NotedUnraisable] = []
+        self.deferring = True
+
+    def __call__(self, unraisable: sys.UnraisableHookArgs) -> None:
+        try:
+            described = _Described(repr(unraisable.object))
+        except Exception as exc:  # a half-torn-down object may not even have a repr
+            described = _Described(f"<object whose repr raised {type(exc).__name__}>")
+        noted = NotedUnraisable(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback,
+                                unraisable.err_msg, described)
+        if self.deferring:
+            self.noted.append(noted)
+        else:
+            self.report(noted)
+
+    def flush(self) -> None:
+        noted, self.noted = self.noted, []
+        for unraisable in noted:
+            self.report(unraisable)
+
+
+_hook: DeferredUnraisableHook | None = None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Wraps the hook pytest's unraisableexception plugin installed (it configures before conftest plugins)."""
+    global _hook
+    _hook = DeferredUnraisableHook(sys.unraisablehook)
+    sys.unraisablehook = _hook
+
+
+# trylast like pytest's own collectors, and registered after them, so these run first among them: after the phase
+# itself, before pytest collects what its hook was given.
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _hook is not None:
+        _hook.flush()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    if _hook is not None:
+        _hook.flush()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    if _hook is not None:
+        _hook.flush()
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport | None:
-    """pytest's own report; a plain-frames failure report when formatting its traceback hits the AST bug."""
-    try:
-        return pytest.TestReport.from_item_and_call(item, call)
-    except SystemError as exc:
-        if _AST_BUG not in str(exc) or call.excinfo is None:
-            raise
-        return pytest.TestReport(
-            item.nodeid,
-            item.location,
-            dict.fromkeys(item.keywords, 1),
-            "failed",
-            plain_traceback(item, call.excinfo),
-            call.when,
-            duration=call.duration,
-            start=call.start,
-            stop=call.stop,
-            user_properties=item.user_properties,
-        )
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """From here on (pytest's last collection of garbage) exceptions go straight to pytest's hook."""
+    global _hook
+    if _hook is None:
+        return
+    _hook.flush()
+    _hook.deferring = False
+    if sys.unraisablehook is _hook:
+        sys.unraisablehook = _hook.report
+    _hook = None
