@@ -88,12 +88,10 @@ def _instrumented_serve(out: str, argv: list[str]) -> None:  # noqa: PLR0915 - o
         ToolSync,
     )
     from letta_hayhooks.letta_access import events  # noqa: PLC0415
-    from letta_hayhooks.server import app  # noqa: PLC0415
+    from letta_hayhooks.server import agent_models, responses  # noqa: PLC0415
 
-    _wrap(app.ChatRequestGate, "__call__", "1 chat gate (body read, JSON, model)")
-    from letta_hayhooks.server import responses  # noqa: PLC0415
-
-    _wrap(responses.ResponsesEndpoint, "__call__", "1 Responses endpoint")
+    _wrap(agent_models.AgentModels, "resolve", "1 model resolution")
+    _wrap(responses.ResponsesEndpoint, "respond", "1 Responses endpoint")
     _wrap(responses.ResponsesEndpoint, "_answer", "1 Responses endpoint._answer")
     _wrap(chat_service.AgentChat, "start_turn", "2 AgentChat.start_turn")
     for name in ("validate_chat_request", "plan_turn", "request_fingerprint"):

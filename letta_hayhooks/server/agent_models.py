@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import types
 import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -19,12 +20,13 @@ from typing import Any
 from fastapi_openai_compat import ChatCompletion, Response
 from hayhooks import BasePipelineWrapper, log
 from hayhooks.server.pipelines.registry import registry as hayhooks_registry
+from hayhooks.server.utils.module_loader import create_pipeline_wrapper_instance
 from haystack.dataclasses import StreamingChunk
 from starlette.datastructures import Headers
 
 from letta_hayhooks.chat.pipeline import close_pipeline
 from letta_hayhooks.chat.service import AgentChat, SharedState, http_error, reply_chunks
-from letta_hayhooks.errors import OpenAIError, describe_exception, invalid_request
+from letta_hayhooks.errors import OpenAIError, describe_exception, invalid_request, model_not_found
 from letta_hayhooks.letta_access.catalog import AgentCatalog, AgentInfo, CatalogFilter
 from letta_hayhooks.letta_access.clients import LettaConnection
 from letta_hayhooks.openai_responses import (
@@ -60,17 +62,11 @@ def agent_model_object(info: AgentInfo) -> dict[str, Any]:
 
 
 class AgentWrapper(BasePipelineWrapper):
-    """The Hayhooks wrapper of one Letta agent: a thin shell around its `AgentChat`."""
+    """The Hayhooks wrapper of one Letta agent: a thin shell around its `AgentChat` (see `wrapper_for`)."""
 
     skip_mcp = True
     skip_a2a = True
-
-    def __init__(self, chat: AgentChat) -> None:
-        super().__init__()
-        self.chat = chat
-        # Hayhooks normally sets these flags when it loads a wrapper from a folder; these wrappers are built here
-        self._is_run_chat_completion_async_implemented = True
-        self._is_run_response_async_implemented = True
+    chat: AgentChat
 
     def setup(self) -> None:
         """The pipeline is built with the chat (one per agent)."""
@@ -98,6 +94,16 @@ class AgentWrapper(BasePipelineWrapper):
             return await _stock_response(self.chat, model, body, headers)
         except OpenAIError as error:
             raise http_error(error) from None
+
+
+def wrapper_for(chat: AgentChat) -> AgentWrapper:
+    """
+    The agent's wrapper, made the way Hayhooks makes a pipeline folder's: its loader instantiates the module's
+    `PipelineWrapper`, runs `setup()` and records which run methods the class implements.
+    """
+    module = types.ModuleType(f"letta_agent_{chat.agent_id}")
+    module.PipelineWrapper = type("PipelineWrapper", (AgentWrapper,), {"chat": chat})  # type: ignore[attr-defined]
+    return create_pipeline_wrapper_instance(module)  # type: ignore[return-value]
 
 
 async def _stock_response(
@@ -169,12 +175,38 @@ class AgentModels:
                 if self.registry.get(model_id) is not None:
                     log.warning("Model id '{}' is taken by another pipeline; agent {} not served", model_id, info.id)
                     continue
-                wrapper = AgentWrapper(AgentChat(self.settings, info.id, model_id, self.shared))
-                wrapper.setup()
+                wrapper = wrapper_for(AgentChat(self.settings, info.id, model_id, self.shared))
                 self.registry.add(model_id, wrapper, metadata={"letta_agent_id": info.id, "created": info.created})
                 self.wrappers[model_id] = wrapper
                 log.info("Model '{}' -> Letta agent {}", model_id, info.id)
             self._remove_hidden()
+
+    async def resolve(self, model: str, tenant: Tenant | None) -> str:
+        """
+        The registered model id that serves `model`: an advertised id, a raw agent id, or an agent created since the
+        last refresh (registered from now on).
+
+        :raises OpenAIError: 404 `model_not_found`, also for a model the key may not use (as if it did not exist).
+        """
+        name = model
+        if model not in self.wrappers and self.registry.get(model) is None:
+            try:
+                info = await self.catalog.resolve(model)
+            except OpenAIError:
+                raise model_not_found(model) from None
+            self.apply()
+            name = info.model_id
+            if name not in self.wrappers:
+                raise model_not_found(model)
+        if not may_reach(tenant, Agent(self.subject(name))):
+            log.info("Key '{}' may not use model '{}'", tenant.name if tenant else "-", name)
+            raise model_not_found(model)
+        return name
+
+    def chat_for(self, name: str) -> AgentChat | None:
+        """The agent chat registered under `name`; None for another pipeline."""
+        wrapper = self.wrappers.get(name)
+        return wrapper.chat if wrapper is not None else None
 
     # ---- model objects (what /v1/models shows)
     def model_objects(self, tenant: Tenant | None = None) -> list[dict[str, Any]]:

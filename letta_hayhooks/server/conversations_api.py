@@ -26,7 +26,6 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 
 from letta_hayhooks.errors import OpenAIError, from_letta_exception, invalid_request
 from letta_hayhooks.lru import LRU
@@ -41,7 +40,7 @@ from letta_hayhooks.server.access import (
     tenant_of,
 )
 from letta_hayhooks.server.agent_models import AgentModels
-from letta_hayhooks.server.request_body import json_body_of
+from letta_hayhooks.server.request_body import request_json
 from letta_hayhooks.tenants import Tenant
 
 LABEL = "openai_conversation"
@@ -189,118 +188,78 @@ class ConversationStore:
             await self._save(block, record)
         return added
 
-    # ---- routes
-    def install(self, router: APIRouter) -> None:  # noqa: PLR0915 - one small handler per route
+    # ---- routes (an OpenAIError, or Letta's failure, is answered by the app's error handlers)
+    def install(self, router: APIRouter) -> None:
         """`/v1/conversations` and its items routes."""
-        tenant_of = _tenant_reader()
-
-        async def guarded(call: Any) -> JSONResponse:
-            try:
-                status, body = await call()
-            except OpenAIError as error:
-                return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
-            except Exception as exc:  # noqa: BLE001 - Letta down is a 503, not the proxy's 500
-                error = from_letta_exception(exc)
-                return JSONResponse(error.body(), status_code=error.status, headers=error.headers or None)
-            return JSONResponse(body, status_code=status)
-
-        def body_of(request: Request) -> dict[str, Any]:
-            # read, bounded and checked by RequestBodyMiddleware (no body at all is an empty request)
-            return json_body_of(request.scope) or {}
 
         def checked_items(body: dict[str, Any]) -> list[dict[str, Any]]:
             items = body.get("items") or []
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-                msg = "'items' must be a list of items."
-                raise invalid_request(msg, param="items")
+                raise invalid_request("'items' must be a list of items.", param="items")
             if len(items) > _MAX_ITEMS_PER_REQUEST:
-                msg = f"At most {_MAX_ITEMS_PER_REQUEST} items can be added at once."
-                raise invalid_request(msg, param="items")
+                raise invalid_request(f"At most {_MAX_ITEMS_PER_REQUEST} items can be added at once.", param="items")
             return items
 
         @router.post("/v1/conversations", summary="Create a conversation (a record in Letta; see the README)")
-        async def create(request: Request) -> JSONResponse:
-            async def run() -> tuple[int, dict[str, Any]]:
-                body = body_of(request)
-                metadata = body.get("metadata") or {}
-                if not isinstance(metadata, dict):
-                    msg = "'metadata' must be an object."
-                    raise invalid_request(msg, param="metadata")
-                return 200, await self.create(checked_items(body), metadata, tenant_of(request))
-            return await guarded(run)
+        async def create(request: Request) -> dict:
+            body = request_json(request, required=False)
+            metadata = body.get("metadata") or {}
+            if not isinstance(metadata, dict):
+                raise invalid_request("'metadata' must be an object.", param="metadata")
+            return await self.create(checked_items(body), metadata, tenant_of(request.scope))
 
         @router.get("/v1/conversations/{conversation_id}", summary="Retrieve a conversation")
-        async def retrieve(conversation_id: str, request: Request) -> JSONResponse:
-            async def run() -> tuple[int, dict[str, Any]]:
-                block, _ = await self.load(conversation_id, tenant_of(request))
-                return 200, self._object(block)
-            return await guarded(run)
+        async def retrieve(conversation_id: str, request: Request) -> dict:
+            block, _ = await self.load(conversation_id, tenant_of(request.scope))
+            return self._object(block)
 
         @router.post("/v1/conversations/{conversation_id}", summary="Update a conversation's metadata")
-        async def update(conversation_id: str, request: Request) -> JSONResponse:
-            async def run() -> tuple[int, dict[str, Any]]:
-                body = body_of(request)
-                async with self._lock(conversation_id):
-                    block, record = await self.load(conversation_id, tenant_of(request))
-                    block = await self._save(block, record, metadata=body.get("metadata") or {})
-                return 200, self._object(block)
-            return await guarded(run)
+        async def update(conversation_id: str, request: Request) -> dict:
+            body = request_json(request, required=False)
+            async with self._lock(conversation_id):
+                block, record = await self.load(conversation_id, tenant_of(request.scope))
+                block = await self._save(block, record, metadata=body.get("metadata") or {})
+            return self._object(block)
 
         @router.delete("/v1/conversations/{conversation_id}", summary="Delete a conversation")
-        async def delete(conversation_id: str, request: Request) -> JSONResponse:
-            async def run() -> tuple[int, dict[str, Any]]:
-                block, record = await self.load(conversation_id, tenant_of(request))
-                for letta_conversation in (record.get("agents") or {}).values():
-                    with contextlib.suppress(Exception):  # already gone
-                        await self.client.conversations.delete(letta_conversation)
-                await self.client.blocks.delete(block.id)
-                return 200, {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
-            return await guarded(run)
+        async def delete(conversation_id: str, request: Request) -> dict:
+            block, record = await self.load(conversation_id, tenant_of(request.scope))
+            for letta_conversation in (record.get("agents") or {}).values():
+                with contextlib.suppress(Exception):  # already gone
+                    await self.client.conversations.delete(letta_conversation)
+            await self.client.blocks.delete(block.id)
+            return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
         @router.get("/v1/conversations/{conversation_id}/items", summary="List a conversation's items")
         async def list_items(conversation_id: str, request: Request, order: str = "desc", limit: int = 20,
-                             after: str | None = None) -> JSONResponse:
-            async def run() -> tuple[int, dict[str, Any]]:
-                _, record = await self.load(conversation_id, tenant_of(request))
-                return 200, list_page(record.get("items") or [], order=order, limit=limit, after=after)
-            return await guarded(run)
+                             after: str | None = None) -> dict:
+            _, record = await self.load(conversation_id, tenant_of(request.scope))
+            return list_page(record.get("items") or [], order=order, limit=limit, after=after)
 
         @router.post("/v1/conversations/{conversation_id}/items", summary="Add items to a conversation")
-        async def add_items(conversation_id: str, request: Request) -> JSONResponse:
-            async def run() -> tuple[int, dict[str, Any]]:
-                items = checked_items(body_of(request))
-                added = await self.append(conversation_id, items, tenant_of(request))
-                # "" for no items, as list_page: the openai SDK's list type requires strings
-                return 200, {"object": "list", "data": added, "first_id": added[0]["id"] if added else "",
-                             "last_id": added[-1]["id"] if added else "", "has_more": False}
-            return await guarded(run)
+        async def add_items(conversation_id: str, request: Request) -> dict:
+            items = checked_items(request_json(request, required=False))
+            added = await self.append(conversation_id, items, tenant_of(request.scope))
+            # "" for no items, as list_page: the openai SDK's list type requires strings
+            return {"object": "list", "data": added, "first_id": added[0]["id"] if added else "",
+                    "last_id": added[-1]["id"] if added else "", "has_more": False}
 
         @router.get("/v1/conversations/{conversation_id}/items/{item_id}", summary="Retrieve a conversation item")
-        async def get_item(conversation_id: str, item_id: str, request: Request) -> JSONResponse:
-            async def run() -> tuple[int, dict[str, Any]]:
-                _, record = await self.load(conversation_id, tenant_of(request))
-                found = next((i for i in record.get("items") or [] if i.get("id") == item_id), None)
-                if found is None:
-                    msg = "item"
-                    raise not_found(msg, item_id, "item_id")
-                return 200, found
-            return await guarded(run)
+        async def get_item(conversation_id: str, item_id: str, request: Request) -> dict:
+            _, record = await self.load(conversation_id, tenant_of(request.scope))
+            found = next((i for i in record.get("items") or [] if i.get("id") == item_id), None)
+            if found is None:
+                raise not_found("item", item_id, "item_id")
+            return found
 
         @router.delete("/v1/conversations/{conversation_id}/items/{item_id}", summary="Delete a conversation item")
-        async def delete_item(conversation_id: str, item_id: str, request: Request) -> JSONResponse:
-            async def run() -> tuple[int, dict[str, Any]]:
-                async with self._lock(conversation_id):
-                    block, record = await self.load(conversation_id, tenant_of(request))
-                    items = record.get("items") or []
-                    kept = [i for i in items if i.get("id") != item_id]
-                    if len(kept) == len(items):
-                        msg = "item"
-                        raise not_found(msg, item_id, "item_id")
-                    record["items"] = kept
-                    block = await self._save(block, record)
-                return 200, self._object(block)
-            return await guarded(run)
-
-
-def _tenant_reader() -> Callable[[Request], Tenant | None]:
-    return lambda request: tenant_of(request.scope)
+        async def delete_item(conversation_id: str, item_id: str, request: Request) -> dict:
+            async with self._lock(conversation_id):
+                block, record = await self.load(conversation_id, tenant_of(request.scope))
+                items = record.get("items") or []
+                kept = [i for i in items if i.get("id") != item_id]
+                if len(kept) == len(items):
+                    raise not_found("item", item_id, "item_id")
+                record["items"] = kept
+                block = await self._save(block, record)
+            return self._object(block)

@@ -9,7 +9,6 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.middleware import Middleware
 
 from letta_hayhooks import telemetry
 from letta_hayhooks.server import logging_setup
@@ -21,7 +20,7 @@ from letta_hayhooks.settings import Settings
 def install_observability(
     app: FastAPI, settings: Settings, tenant_of: Callable[[MutableMapping[str, Any]], Any]
 ) -> None:
-    """Metrics and traces for `app`, as the settings say; call it right after Hayhooks' `create_app()`."""
+    """Metrics and traces for `app`, as the settings say; its last middleware, so the outermost."""
     telemetry.enable_metrics(settings.metrics)
     if logging_setup.is_configured():
         # Hayhooks' create_app() just routed uvicorn's loggers through its own handler (which keeps ANSI colours)
@@ -31,6 +30,5 @@ def install_observability(
         install_metrics_route(app, tenant_of)
     if settings.metrics or tracer is not None:
         # outermost of the app's middleware: it sees every answer, the API key middleware's 401s included
-        app.user_middleware.insert(0, Middleware(RequestMetrics, count=settings.metrics,
-                                                 public_metrics=settings.metrics and settings.metrics_public,
-                                                 tracer=tracer))
+        app.add_middleware(RequestMetrics, count=settings.metrics,
+                           public_metrics=settings.metrics and settings.metrics_public, tracer=tracer)

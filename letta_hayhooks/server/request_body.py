@@ -12,7 +12,9 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from letta_hayhooks.errors import OpenAIError, too_large
+from starlette.requests import Request
+
+from letta_hayhooks.errors import OpenAIError, invalid_request, too_large
 from letta_hayhooks.json_body import parse_json_object
 
 ASGIApp = Callable[[MutableMapping[str, Any], Callable, Callable], Awaitable[None]]
@@ -27,6 +29,21 @@ _INLINE_PARSE_BYTES = 64 * 1024
 def json_body_of(scope: MutableMapping[str, Any]) -> dict[str, Any] | None:
     """The request's parsed JSON object; None for a request without a JSON body."""
     return (scope.get("state") or {}).get(JSON_BODY_STATE)
+
+
+def request_json(request: Request, *, required: bool = True) -> dict[str, Any]:
+    """
+    The route's JSON object, with explicit nulls dropped: OpenAI (and SDKs generated from its spec) read a null as an
+    absent field. A request without a body is an empty object unless `required`.
+
+    :raises OpenAIError: 400 when a body is required and there is none.
+    """
+    body = json_body_of(request.scope)
+    if body is None:
+        if required:
+            raise invalid_request("The request body is not valid JSON.")
+        return {}
+    return {key: value for key, value in body.items() if value is not None}
 
 
 async def send_error(send: Callable, error: OpenAIError) -> None:

@@ -20,12 +20,11 @@ from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from hayhooks import log
 from haystack.dataclasses import StreamingChunk
 from starlette.datastructures import Headers
 
-from letta_hayhooks.chat.drain import shutting_down
 from letta_hayhooks.chat.service import AgentChat, Turn, reply_chunks
 from letta_hayhooks.errors import (
     OpenAIError,
@@ -59,7 +58,7 @@ from letta_hayhooks.server.access import (
 )
 from letta_hayhooks.server.agent_models import AgentModels
 from letta_hayhooks.server.conversations_api import ConversationStore
-from letta_hayhooks.server.request_body import json_body_of
+from letta_hayhooks.server.request_body import request_json
 from letta_hayhooks.tenants import Tenant
 
 RESPONSES_PATHS = ("/v1/responses", "/responses")
@@ -69,36 +68,6 @@ _DELETED_PREFIX = "deleted_response_"
 # A spare conversation's summary is written just after its first turn reached Letta: how long an owner check waits
 _NAMING_WAITS = 40
 _NAMING_WAIT_SECONDS = 0.05
-
-
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _error(error: OpenAIError) -> JSONResponse:
-    return _json(error.status, error.body(), error.headers or None)
-
-
-async def resolve_model(models: AgentModels, model: str, tenant: Tenant | None) -> AgentChat:
-    """
-    The agent chat serving `model` (an advertised id, a raw agent id or an agent created since the last refresh).
-
-    :raises OpenAIError: 404 `model_not_found`, also for an agent the key may not use (as if it did not exist).
-    """
-    wrapper = models.wrappers.get(model)
-    if wrapper is None:
-        try:
-            info = await models.catalog.resolve(model)
-        except OpenAIError:
-            raise model_not_found(model) from None
-        models.apply()
-        wrapper = models.wrappers.get(info.model_id)
-        if wrapper is None:
-            raise model_not_found(model)
-        model = info.model_id
-    if tenant is not None and not may_reach(tenant, Agent(models.subject(model))):
-        raise model_not_found(model)
-    return wrapper.chat
 
 
 class ResponseStore:
@@ -301,23 +270,17 @@ class ResponsesEndpoint:
         self.store = store
         self.conversations = conversations
 
-    async def __call__(self, request: Request) -> Any:
-        body = json_body_of(request.scope)  # read and checked by RequestBodyMiddleware
-        if body is None:
-            return _error(invalid_request("The request body is not valid JSON."))
-        return await self.respond({k: v for k, v in body.items() if v is not None}, request.scope)
+    async def respond(self, body: dict[str, Any], scope: MutableMapping[str, Any]) -> Response:
+        """The response to a request (its JSON body, nulls dropped).
 
-    async def respond(self, body: dict[str, Any], scope: MutableMapping[str, Any]) -> Any:
-        """The response to a request whose JSON body was read already (the chat gate reads it as it does a chat's)."""
-        tenant = _tenant(scope)
-        try:
-            parsed = parse_request(body)
-            chat = await resolve_model(self.models(), parsed.model, tenant)
-            if chat.shared.drain.draining:
-                raise shutting_down()
-            return await self._answer(chat, parsed, body, scope, tenant)
-        except OpenAIError as error:
-            return _error(error)
+        :raises OpenAIError: for every refusal or failure before a stream starts."""
+        tenant = tenant_of(scope)
+        parsed = parse_request(body)
+        agent_models = self.models()
+        chat = agent_models.chat_for(await agent_models.resolve(parsed.model, tenant))
+        if chat is None:  # another pipeline: Hayhooks' `hayhooks run` route serves those, not this one
+            raise model_not_found(parsed.model)
+        return await self._answer(chat, parsed, body, scope, tenant)
 
     async def _answer(self, chat: AgentChat, parsed: ResponsesRequest, body: dict[str, Any],
                       scope: MutableMapping[str, Any], tenant: Tenant | None) -> Any:
@@ -345,7 +308,7 @@ class ResponsesEndpoint:
         encoder = ResponseEncoder(response_id_for((turn.reply.meta or {}).get("run_id")), chat.model_id, parsed.echo)
         response = encode_all(encoder, reply_chunks(turn.reply))
         await self._remember(parsed, own, response, tenant)
-        return _json(200, response)
+        return JSONResponse(response)
 
     async def _resolve_references(self, parsed: ResponsesRequest, tenant: Tenant | None) -> None:
         if not parsed.references:
@@ -435,52 +398,34 @@ async def _close_quietly(chunks: Any) -> None:
         await chunks.aclose()
 
 
-def _tenant(scope: MutableMapping[str, Any]) -> Tenant | None:
-    return tenant_of(scope)
-
-
-def install_responses_routes(router: APIRouter, models: Callable[[], AgentModels]) -> ResponsesEndpoint:
-    """
-    Add the Responses and Conversations routes to `router` (which goes ahead of Hayhooks' own routes).
-
-    :returns: The `POST /v1/responses` endpoint, which the chat gate also answers directly (as it does chat
-        completions: the route table and FastAPI's request handling cost a Responses turn a millisecond).
-    """
+def responses_router(models: Callable[[], AgentModels]) -> APIRouter:
+    """The Responses routes and, with the same stores, the Conversations routes."""
+    router = APIRouter(tags=["openai"])
     store = ResponseStore(models)
     conversations = ConversationStore(models, store.reached)
     endpoint = ResponsesEndpoint(models, store, conversations)
 
+    async def create_response(request: Request) -> Response:
+        return await endpoint.respond(request_json(request), request.scope)
+
     for path in RESPONSES_PATHS:
-        router.add_api_route(path, endpoint, methods=["POST"], include_in_schema=path.startswith("/v1"),
+        router.add_api_route(path, create_response, methods=["POST"], include_in_schema=path.startswith("/v1"),
                              summary="Create a model response (OpenAI Responses API; one turn of a Letta agent)")
 
     @router.get("/v1/responses/{response_id}", summary="Retrieve a stored response (its Letta run)")
-    async def get_response(response_id: str, request: Request) -> JSONResponse:
-        try:
-            run = await store.run(response_id, _tenant(request.scope))
-            return _json(200, await store.response_object(run))
-        except OpenAIError as error:
-            return _error(error)
+    async def get_response(response_id: str, request: Request) -> dict:
+        return await store.response_object(await store.run(response_id, tenant_of(request.scope)))
 
     @router.delete("/v1/responses/{response_id}", summary="Delete a stored response")
-    async def delete_response(response_id: str, request: Request) -> JSONResponse:
-        try:
-            await store.delete(response_id, _tenant(request.scope))
-        except OpenAIError as error:
-            return _error(error)
-        except Exception as exc:  # noqa: BLE001 - Letta down is a 503, not the proxy's 500
-            return _error(from_letta_exception(exc))
-        return _json(200, {"id": response_id, "object": "response", "deleted": True})
+    async def delete_response(response_id: str, request: Request) -> dict:
+        await store.delete(response_id, tenant_of(request.scope))
+        return {"id": response_id, "object": "response", "deleted": True}
 
     @router.get("/v1/responses/{response_id}/input_items", summary="List a stored response's input items")
     async def input_items(response_id: str, request: Request, order: str = "desc", limit: int = 20,
-                          after: str | None = None) -> JSONResponse:
-        try:
-            run = await store.run(response_id, _tenant(request.scope))
-            items = await store.input_items(run)
-        except OpenAIError as error:
-            return _error(error)
-        return _json(200, list_page(items, order=order, limit=limit, after=after))
+                          after: str | None = None) -> dict:
+        items = await store.input_items(await store.run(response_id, tenant_of(request.scope)))
+        return list_page(items, order=order, limit=limit, after=after)
 
     conversations.install(router)
-    return endpoint
+    return router

@@ -8,8 +8,8 @@ streamed answer (server/metrics.py), and the turn's ids and counts on the server
 No message text: Haystack's content tracing stays off unless `LETTA_HAYHOOKS_DEBUG_INCLUDE_TEXT` is on, and query
 strings on spans are redacted like the access log's.
 
-With tracing off, the FastAPI instrumentation Hayhooks adds whenever the package is installed is taken off again:
-it costs every request time for spans nobody records.
+The server's own app is instrumented here (Hayhooks instruments only its app, which the server mounts behind its own
+routes), so with tracing off no request pays for spans nobody records.
 """
 
 from __future__ import annotations
@@ -62,9 +62,6 @@ def configure_tracing(app: FastAPI, settings: Settings) -> Any:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor  # noqa: PLC0415
     except ImportError:
         FastAPIInstrumentor = None  # noqa: N806 - the class, when the tracing extra is installed
-    if FastAPIInstrumentor is not None and getattr(app, "_is_instrumented_by_opentelemetry", False):
-        FastAPIInstrumentor.uninstrument_app(app)
-        app.middleware_stack = None  # built on first use, with the middleware added after this
     if not tracing_active():
         return None
     from haystack import tracing  # noqa: PLC0415
@@ -74,7 +71,6 @@ def configure_tracing(app: FastAPI, settings: Settings) -> Any:
         # again, with the query strings redacted; send/receive spans per chunk would cost latency
         FastAPIInstrumentor.instrument_app(app, server_request_hook=_redact_span_urls,
                                            exclude_spans=["send", "receive"])
-        app.middleware_stack = None
     else:
         log.warning("Tracing is on but opentelemetry-instrumentation-fastapi is missing: no server spans "
                     "(install letta-hayhooks[tracing])")

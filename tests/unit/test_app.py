@@ -1,119 +1,152 @@
-"""The chat gate answers agents' chat completions and Responses requests itself; everything else goes on."""
+"""The server's HTTP surface: its own routes answer the OpenAI APIs, Hayhooks' app what they leave, errors as OpenAI's."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from starlette.responses import JSONResponse
+import letta_client
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hayhooks import BasePipelineWrapper
+from hayhooks.server.pipelines.registry import registry as hayhooks_registry
+from starlette.requests import Request
 
+from letta_hayhooks.errors import OpenAIError
 from letta_hayhooks.openai_wire import DONE, WireChunk
-from letta_hayhooks.server.app import ChatRequestGate, answer_agent_chat
-from letta_hayhooks.server.request_body import RequestBodyMiddleware
+from letta_hayhooks.server.agent_models import AgentModels
+from letta_hayhooks.server.app import create_server_app, install_error_handlers
+from letta_hayhooks.server.chat_completions import sse_frames
+from letta_hayhooks.server.request_body import JSON_BODY_STATE, request_json
+from letta_hayhooks.settings import Settings
 
 
-class Endpoint:
-    def __init__(self) -> None:
-        self.bodies: list[Any] = []
-
-    async def respond(self, body: dict, scope: dict) -> JSONResponse:
-        self.bodies.append(body)
-        return JSONResponse({"object": "response"})
-
-
-def call(gate: ChatRequestGate, method: str, path: str, body: bytes = b"{}", max_body_bytes: int = 1000
-         ) -> tuple[int | None, bytes]:
-    """The gate behind the body middleware, as the server stacks them."""
-    sent: list[dict] = []
-    app = RequestBodyMiddleware(gate, max_body_bytes=max_body_bytes)
-
-    async def receive() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": method, "path": path, "headers": [], "query_string": b""}
-    asyncio.run(app(scope, receive, send))
-    status = next((m["status"] for m in sent if m["type"] == "http.response.start"), None)
-    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+@pytest.fixture
+def models() -> Iterator[AgentModels]:
+    # a backend nobody listens on, a URL of its own so this catalogue is not the one other tests share
+    settings = Settings(letta_base_url=f"http://127.0.0.1:9/{uuid.uuid4().hex}", max_body_bytes=1000)
+    agent_models = AgentModels(settings)  # Hayhooks' own registry: its routes read that one
+    agent_models.catalog._store([("agent-1", "writer", None, 1_700_000_000, ())])
+    agent_models.apply()
+    yield agent_models
+    for name in list(agent_models.wrappers):
+        hayhooks_registry.remove(name)
 
 
-def test_responses_are_answered_by_the_endpoint_without_the_route_table() -> None:
-    inner: list[str] = []
-
-    async def app(scope: dict, receive: Any, send: Any) -> None:
-        inner.append(scope["path"])
-        await JSONResponse({"inner": True})(scope, receive, send)
-
-    endpoint = Endpoint()
-    gate = ChatRequestGate(app, models=lambda: None, responses=endpoint)  # type: ignore[arg-type]
-    for path in ("/v1/responses", "/responses"):
-        assert call(gate, "POST", path, b'{"model": "m"}') == (200, b'{"object":"response"}')
-    assert endpoint.bodies == [{"model": "m"}, {"model": "m"}]
-    assert inner == []
-    assert call(gate, "GET", "/v1/responses/resp_1")[0] == 200  # stored responses stay on their routes
-    assert call(gate, "POST", "/v1/conversations")[0] == 200
-    assert inner == ["/v1/responses/resp_1", "/v1/conversations"]
+@pytest.fixture
+def client(models: AgentModels) -> TestClient:
+    return TestClient(create_server_app(models.settings, models), raise_server_exceptions=False)
 
 
-def test_a_failing_endpoint_still_answers_an_openai_error() -> None:
-    class Broken:
-        async def respond(self, body: dict, scope: dict) -> JSONResponse:
-            raise RuntimeError("bug")
-
-    gate = ChatRequestGate(lambda *a: None, models=lambda: None, responses=Broken())  # type: ignore[arg-type]
-    status, body = call(gate, "POST", "/v1/responses")
-    assert status == 500
-    assert b'"internal_error"' in body
+def test_the_openapi_docs_show_the_routes_that_answer(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v1/chat/completions", "/v1/responses", "/v1/conversations", "/v1/models", "/v1/models/{model}"):
+        assert path in paths
+    # answered by the server's route (an OpenAI body), not by Hayhooks' behind it
+    answer = client.post("/v1/chat/completions", json={"model": "ghost", "messages": []})
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "model_not_found"
 
 
-def test_a_responses_body_is_checked_like_a_chat_body() -> None:
-    endpoint = Endpoint()
-    gate = ChatRequestGate(lambda *a: None, models=lambda: None, responses=endpoint)  # type: ignore[arg-type]
-    assert call(gate, "POST", "/v1/responses", b"{not json")[0] == 400
-    assert call(gate, "POST", "/v1/responses", b"[1, 2]")[0] == 400
-    assert call(gate, "POST", "/v1/responses", b'{"input": "' + b"x" * 200 + b'"}', max_body_bytes=100)[0] == 413
-    assert call(gate, "POST", "/v1/responses", b"")[0] == 400
-    assert endpoint.bodies == []
+def test_bad_bodies_are_400_or_413_on_every_turn_route(client: TestClient) -> None:
+    for path in ("/v1/chat/completions", "/chat/completions", "/v1/responses", "/responses"):
+        assert client.post(path, content=b"{not json").status_code == 400
+        assert client.post(path, content=b"[1, 2]").status_code == 400
+        assert client.post(path, content=b"").status_code == 400
+        assert client.post(path, content=b'{"input": "' + b"x" * 2000 + b'"}').status_code == 413
+        missing = client.post(path, json={"messages": [], "input": "hi"})
+        assert missing.status_code in (400, 422) and missing.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_hayhooks_routes_serve_what_the_server_does_not(client: TestClient, models: AgentModels) -> None:
+    assert client.get("/status").json()["status"] == "Up!"
+    # the deploy routes are refused: nobody reshapes the server over HTTP
+    for method, path in (("POST", "/deploy_files"), ("POST", "/deploy-yaml"), ("POST", "/undeploy/writer"),
+                         ("GET", "/draw/writer")):
+        answer = client.request(method, path, json={})
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
+    assert client.post("/v1/files").json()["error"]["code"] == "unsupported_endpoint"
+    assert client.get("/nowhere").json()["error"]["message"] == "Unknown route: GET /nowhere"
+
+
+class EchoPipeline(BasePipelineWrapper):
+    """A pipeline someone deployed next to the agents."""
+
+    def setup(self) -> None:
+        self.pipeline = None
+
+    def run_chat_completion(self, model: str, messages: list[dict], body: dict) -> str:
+        return f"echo: {messages[-1]['content']}"
+
+
+def test_another_pipeline_is_answered_by_hayhooks_route(client: TestClient, models: AgentModels) -> None:
+    from hayhooks.server.utils.module_loader import create_pipeline_wrapper_instance  # noqa: PLC0415
+
+    name = f"echo-{uuid.uuid4().hex[:6]}"
+    module = type("Module", (), {"PipelineWrapper": EchoPipeline})
+    hayhooks_registry.add(name, create_pipeline_wrapper_instance(module))  # type: ignore[arg-type]
+    try:
+        answer = client.post("/v1/chat/completions", json={"model": name, "messages": [
+            {"role": "user", "content": "hi"}]})
+        assert answer.status_code == 200
+        assert answer.json()["choices"][0]["message"]["content"] == "echo: hi"
+        # the Responses API needs an agent: another pipeline is not one of its models
+        assert client.post("/v1/responses", json={"model": name, "input": "hi"}).status_code == 404
+    finally:
+        hayhooks_registry.remove(name)
+
+
+def _request(body: Any) -> Request:
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": [], "state": {JSON_BODY_STATE: body}})
 
 
 def test_explicit_nulls_are_absent_fields() -> None:
-    endpoint = Endpoint()
-    gate = ChatRequestGate(lambda *a: None, models=lambda: None, responses=endpoint)  # type: ignore[arg-type]
-    assert call(gate, "POST", "/v1/responses", b'{"model": "m", "stream": null, "input": "hi"}')[0] == 200
-    assert endpoint.bodies == [{"model": "m", "input": "hi"}]
+    assert request_json(_request({"model": "m", "stream": None, "input": "hi"})) == {"model": "m", "input": "hi"}
+    assert request_json(_request(None), required=False) == {}
+    with pytest.raises(OpenAIError) as refused:
+        request_json(_request(None))
+    assert refused.value.status == 400
+
+
+def test_failures_are_openai_errors() -> None:
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/bug")
+    async def bug() -> None:
+        raise RuntimeError("bug")
+
+    @app.get("/letta-down")
+    async def letta_down() -> None:
+        raise letta_client.APIConnectionError(request=None)  # type: ignore[arg-type]
+
+    @app.get("/refused")
+    async def refused() -> None:
+        raise OpenAIError(429, "slow down", type="rate_limit_exceeded", headers={"Retry-After": "3"})
+
+    client = TestClient(app, raise_server_exceptions=False)
+    bug_answer = client.get("/bug")
+    assert bug_answer.status_code == 500 and bug_answer.json()["error"]["code"] == "internal_error"
+    assert "bug" not in bug_answer.text
+    assert client.get("/letta-down").status_code == 503
+    slow = client.get("/refused")
+    assert slow.status_code == 429 and slow.headers["retry-after"] == "3"
+    assert client.post("/bug").json()["error"]["code"] == "method_not_allowed"
 
 
 def test_a_streams_end_goes_out_in_one_write() -> None:
     # finish, usage and [DONE] come together: one write, so the client does not wake three times for them
-    class Chat:
-        class shared:  # noqa: N801 - the attribute path the gate reads
-            class drain:  # noqa: N801
-                draining = False
+    async def items() -> Any:
+        yield WireChunk.of({"n": 1})
+        yield WireChunk.of({"n": 2})
+        yield WireChunk.of({"finish": True}, more_follows=True)
+        yield WireChunk.of({"usage": True}, more_follows=True)
+        yield WireChunk.of(DONE)
 
-        async def answer(self, *args: Any, **kwargs: Any) -> Any:
-            async def items() -> Any:
-                yield WireChunk.of({"n": 1})
-                yield WireChunk.of({"n": 2})
-                yield WireChunk.of({"finish": True}, more_follows=True)
-                yield WireChunk.of({"usage": True}, more_follows=True)
-                yield WireChunk.of(DONE)
+    async def frames() -> list[str]:
+        return [frame async for frame in sse_frames(items())]
 
-            return items()
-
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        await asyncio.sleep(10)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [], "query_string": b"",
-             "asgi": {"spec_version": "2.4"}}
-    asyncio.run(answer_agent_chat(Chat(), "m", {"messages": []}, scope, receive, send))  # type: ignore[arg-type]
-    bodies = [m["body"] for m in sent if m["type"] == "http.response.body" and m.get("body")]
-    assert bodies == [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n',
-                      b'data: {"finish":true}\n\ndata: {"usage":true}\n\ndata: [DONE]\n\n']
+    assert asyncio.run(frames()) == ['data: {"n":1}\n\n', 'data: {"n":2}\n\n',
+                                     'data: {"finish":true}\n\ndata: {"usage":true}\n\ndata: [DONE]\n\n']

@@ -13,7 +13,6 @@ import pytest
 from haystack.dataclasses import StreamingChunk
 
 from letta_hayhooks.errors import OpenAIError
-from letta_hayhooks.server.app import refuse_when_shutting_down
 from tests.unit.test_chat_service import FakeHandle, FakePipeline, body, make_chat
 
 
@@ -78,21 +77,4 @@ async def test_new_turns_are_refused_once_draining() -> None:
         await chat.answer("writer", body(True)["messages"], body(True), {})
     assert (error.value.status, error.value.code) == (503, "server_shutting_down")
     assert error.value.headers["Retry-After"].isdigit() and chat.shared.load.inflight == 0
-
-    sent: list[dict] = []
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    assert await refuse_when_shutting_down(chat, send)
-    assert sent[0]["status"] == 503 and (b"retry-after", b"5") in sent[0]["headers"]
-    assert json.loads(sent[1]["body"])["error"]["code"] == "server_shutting_down"
-
-
-async def test_before_the_drain_nothing_is_refused() -> None:
-    chat = make_chat(FakePipeline(FakeHandle(slow_chunks())))
-
-    async def send(message: dict) -> None:
-        raise AssertionError(message)
-
-    assert not await refuse_when_shutting_down(chat, send)
+    # the routes answer it as every OpenAIError: its status, body and Retry-After (tests/unit/test_app.py)
