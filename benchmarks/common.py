@@ -27,8 +27,8 @@ from typing import Any
 
 import httpx
 
-from letta_hayhooks.local import harness
-from letta_hayhooks.local.harness import BIN, ServerProcess
+from tests.support import harness
+from tests.support.harness import BIN, ServerProcess
 from letta_hayhooks.local.letta_server import STUB_EMBEDDING_HANDLE, STUB_MODEL_HANDLE, LocalLetta, free_port, terminate
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository root (hayhooks run starts here)
@@ -176,7 +176,7 @@ def letta_server(workdir: Path, stub_env: dict[str, str] | None = None) -> Itera
 def topology_servers(workdir: Path, letta_servers: int = 2) -> Iterator[Any]:
     """
     The production-like backend: Postgres with pgvector, Redis and `letta_servers` Letta servers on that database
-    (`letta_hayhooks.local.topology.Topology`), with the scripted model, stopped at the end.
+    (`tests.support.topology.Topology`), with the scripted model, stopped at the end.
     """
     with harness.scripted_topology(workdir / "topology", letta_servers=letta_servers) as topology:
         yield topology

@@ -14,7 +14,7 @@ makes), so the table shows how much of the limit is Letta's. Failed turns are sp
 on by the proxy with a `letta_*` code) and the proxy's own.
 
 `--backend topology` runs the same sessions against the production-like backend instead: Postgres with pgvector,
-Redis and two Letta servers on that database (`letta_hayhooks.local.topology`), one proxy in front of each, with
+Redis and two Letta servers on that database (`tests.support.topology`), one proxy in front of each, with
 no in-flight cap; each session's turns go to the two proxies in turn (as a load balancer without stickiness
 would send them). `--backend both` runs SQLite first, then the topology, in one run, side by side in one table
 (written to its own section of RESULTS.md, `concurrency-topology`).

@@ -41,7 +41,7 @@ from benchmarks.common import (
     workdir,
     write_section,
 )
-from letta_hayhooks.local import harness
+from tests.support import harness
 
 KEY = f"sk-bench-{uuid.uuid4().hex}"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from letta_client import Letta
 
-from letta_hayhooks.local import harness
-from letta_hayhooks.local.harness import ServerProcess
+from tests.support import harness
+from tests.support.harness import ServerProcess
 from letta_hayhooks.local.letta_server import STUB_EMBEDDING_HANDLE, STUB_MODEL_HANDLE, LocalLetta
 
 # a failure whose traceback pytest cannot format (a CPython 3.11.7 bug) is reported, never aborts the run

@@ -20,8 +20,8 @@ import openai
 import pytest
 from letta_client import Letta
 
-from letta_hayhooks.local import harness
-from letta_hayhooks.local.harness import ServerProcess
+from tests.support import harness
+from tests.support.harness import ServerProcess
 from letta_hayhooks.local.launcher import pid_alive
 from letta_hayhooks.local.letta_server import LettaVenv, free_port
 from tests.conftest import ROOT

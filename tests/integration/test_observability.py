@@ -21,7 +21,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from letta_hayhooks.local.harness import ServerProcess, wait_ready
+from tests.support.harness import ServerProcess, wait_ready
 from letta_hayhooks.local.letta_server import free_port
 from tests.conftest import ROOT, Backend, Server, wait_for_model
 from tests.tcp_relay import TcpRelay

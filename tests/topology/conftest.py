@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from letta_client import Letta
 
-from letta_hayhooks.local import harness
-from letta_hayhooks.local.harness import ServerProcess
-from letta_hayhooks.local.topology import Topology
+from tests.support import harness
+from tests.support.harness import ServerProcess
+from tests.support.topology import Topology
 from tests.conftest import ROOT, Backend
 
 # every proxy of the profile: agents show within a second, and a turn never waits long on a dead Letta

@@ -18,7 +18,7 @@ import openai
 import pytest
 
 from letta_hayhooks.components.session_resolver import SUMMARY_PREFIX
-from letta_hayhooks.local import harness
+from tests.support import harness
 from letta_hayhooks.turn_plan import session_digest
 from tests.topology.conftest import Stack
 

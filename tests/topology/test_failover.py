@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from letta_hayhooks.local import harness
+from tests.support import harness
 from tests.topology.conftest import Stack
 from tests.topology.test_across_replicas import session_conversations, user_messages
 

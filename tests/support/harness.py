@@ -27,7 +27,7 @@ from letta_hayhooks.local.letta_server import (
     free_port,
     terminate,
 )
-from letta_hayhooks.local.topology import Topology, TopologyKit, default_kit_dir
+from tests.support.topology import Topology, TopologyKit, default_kit_dir
 from letta_hayhooks.settings import Settings, load_settings
 
 BIN = Path(sys.executable).parent
