@@ -186,6 +186,9 @@ class AgentChat:
         :param route: The API the turn came on (`chat`, `responses`), for the turn's log line and metrics.
         :raises OpenAIError: for every refusal or failure before the turn's answer (or first chunk) is there.
         """
+        if self.shared.drain.draining:  # the server began to stop: no new turn, on any wire, stream or not
+            telemetry.count_rejected("shutting_down", self.model_id)
+            raise shutting_down()
         settings = self.settings
         started = time.monotonic()
         created = int(time.time())

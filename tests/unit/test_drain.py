@@ -77,4 +77,7 @@ async def test_new_turns_are_refused_once_draining() -> None:
         await chat.answer("writer", body(True)["messages"], body(True), {})
     assert (error.value.status, error.value.code) == (503, "server_shutting_down")
     assert error.value.headers["Retry-After"].isdigit() and chat.shared.load.inflight == 0
+    with pytest.raises(OpenAIError) as error:  # a non-stream turn too
+        await chat.answer("writer", body(False)["messages"], body(False), {})
+    assert error.value.code == "server_shutting_down"
     # the routes answer it as every OpenAIError: its status, body and Retry-After (tests/unit/test_app.py)
